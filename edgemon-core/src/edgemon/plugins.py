@@ -1,0 +1,196 @@
+"""Plugin discovery and isolated hook calls.
+
+Entry points in the ``edgemon`` group are loaded **one at a time**, each in
+its own ``try``: pluggy's ``load_setuptools_entrypoints`` stops at the first
+broken install, which would let one bad ``pip install`` take every other
+plugin down with it. Built-in plugins go through the same registration path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, Literal
+
+import pluggy
+
+from edgemon import PROJECT, PluginUnavailable, __version__, hookspecs
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PLUGINS = ("edgemon.builtin.memory", "edgemon.builtin.system")
+"""Modules registered by the core itself, as pytest registers its own plugins."""
+
+LOAD_ENV = "EDGEMON_LOAD_PLUGINS"
+
+Status = Literal["loaded", "unavailable", "failed", "disabled"]
+
+
+@dataclass
+class PluginRecord:
+    """What the core knows about one plugin, shown by ``edgemon-agent plugins``.
+
+    Attributes:
+        name: plugin name (the entry-point name, or ``memory``/``system``).
+        module: the module the entry point names.
+        dist: distribution that provides it (``edgemon-core`` for built-ins).
+        version: that distribution's version.
+        status: ``loaded``, ``unavailable`` (its startup said so), ``failed``
+            (import or hook error) or ``disabled`` (by ``EDGEMON_LOAD_PLUGINS``
+            or ``enabled = false``).
+        reason: why it is not ``loaded``.
+        hooks: the hooks it implements.
+        builtin: registered by the core itself.
+    """
+
+    name: str
+    module: str
+    dist: str
+    version: str
+    status: Status = "loaded"
+    reason: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    builtin: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as a JSON-ready dict."""
+        return asdict(self)
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """Return a plugin manager with the hookspecs and nothing registered."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def allowed_from_env(environ: dict[str, str] | None = None) -> set[str] | None:
+    """Parse ``EDGEMON_LOAD_PLUGINS``: unset -> all; ``""`` -> none; ``a,b`` -> those."""
+    env = os.environ if environ is None else environ
+    raw = env.get(LOAD_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def load_plugins(
+    pm: pluggy.PluginManager,
+    allowed: set[str] | None = None,
+    disabled: Iterable[str] = (),
+) -> list[PluginRecord]:
+    """Register the built-ins and every ``edgemon`` entry point, isolating failures.
+
+    Args:
+        pm: from :func:`make_plugin_manager`.
+        allowed: entry-point names to load; ``None`` loads all. Built-ins always load.
+        disabled: names turned off in the configuration (``enabled = false``).
+
+    Returns:
+        One record per plugin seen, in load order, including the ones that failed.
+    """
+    records: list[PluginRecord] = []
+    off = set(disabled)
+    for module_name in BUILTIN_PLUGINS:
+        name = module_name.rsplit(".", 1)[1]
+        record = PluginRecord(name, module_name, "edgemon-core", __version__, builtin=True)
+        records.append(record)
+        if name in off:
+            _disable(pm, record, "enabled = false in the configuration")
+            continue
+        _register(pm, record, lambda module_name=module_name: importlib.import_module(module_name))
+
+    seen = {r.name for r in records}
+    for ep in sorted(entry_points(group=PROJECT), key=lambda ep: ep.name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        ver = ep.dist.version if ep.dist is not None else "?"
+        record = PluginRecord(ep.name, ep.value, dist, ver)
+        if ep.name in seen:
+            record.status, record.reason = "failed", f"name {ep.name!r} already taken by another plugin"
+            log.error("plugin name clash", extra={"plugin": ep.name, "reason": record.reason})
+            records.append(record)
+            continue
+        seen.add(ep.name)
+        records.append(record)
+        if allowed is not None and ep.name not in allowed:
+            _disable(pm, record, f"not in {LOAD_ENV}")
+        elif ep.name in off:
+            _disable(pm, record, "enabled = false in the configuration")
+        else:
+            _register(pm, record, ep.load)
+    pm.check_pending()
+    return records
+
+
+def _disable(pm: pluggy.PluginManager, record: PluginRecord, reason: str) -> None:
+    record.status, record.reason = "disabled", reason
+    pm.set_blocked(record.name)
+
+
+def _register(pm: pluggy.PluginManager, record: PluginRecord, load: Callable[[], Any]) -> None:
+    try:
+        module = load()
+        pm.register(module, name=record.name)
+    except Exception as exc:  # noqa: BLE001 - any error in a third-party import must not stop the others
+        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("plugin failed to load", extra={"plugin": record.name, "reason": record.reason})
+        return
+    record.hooks = sorted(
+        caller.name for caller in pm.get_hookcallers(module) or [] if caller.name.startswith("edgemon_")
+    )
+
+
+def call_each(
+    pm: pluggy.PluginManager,
+    hook: str,
+    records: dict[str, PluginRecord],
+    kwargs_for: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    """Call ``hook`` on each registered plugin separately and isolate failures.
+
+    A plugin whose hook raises ``PluginUnavailable`` is marked *unavailable*;
+    any other exception marks it *failed*. Either way it is unregistered, so
+    none of its hooks run again, and the next plugin is called as usual.
+
+    Args:
+        pm: the plugin manager.
+        hook: hook name, e.g. ``edgemon_startup``.
+        records: name -> record, updated in place.
+        kwargs_for: builds the hook's arguments for a given plugin name.
+
+    Returns:
+        plugin name -> the value its hook returned, for those that did not raise.
+    """
+    results: dict[str, Any] = {}
+    caller = getattr(pm.hook, hook)
+    for impl in caller.get_hookimpls():  # registration order
+        name = impl.plugin_name
+        kwargs = kwargs_for(name)
+        try:
+            results[name] = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except PluginUnavailable as exc:
+            _drop(pm, records.get(name), "unavailable", str(exc) or "unavailable")
+            log.warning("plugin unavailable", extra={"plugin": name, "reason": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - one plugin's bug must not stop the agent
+            reason = f"{hook} raised {type(exc).__name__}: {exc}"
+            _drop(pm, records.get(name), "failed", reason)
+            log.error("plugin hook failed", extra={"plugin": name, "reason": reason})
+    return results
+
+
+def _drop(pm: pluggy.PluginManager, record: PluginRecord | None, status: Status, reason: str) -> None:
+    if record is None:
+        return
+    record.status, record.reason = status, reason
+    if pm.has_plugin(record.name):
+        pm.unregister(name=record.name)
+
+
+def plugin_module(pm: pluggy.PluginManager, name: str) -> ModuleType | None:
+    """Return the registered module object of plugin ``name`` (``None`` if absent)."""
+    plugin = pm.get_plugin(name)
+    return plugin if isinstance(plugin, ModuleType) else None

@@ -1,0 +1,91 @@
+"""What plugins hand to the core: collectors, alert rules and settings specs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Tree = dict[str, Any]
+"""A metrics sub-tree: nested dicts whose leaves are numbers, booleans, strings or None."""
+
+CollectFn = Callable[[], Mapping[str, Any]]
+RuleFn = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+"""Collector and rule names: they become metric keys, so no ``-`` (the flattening separator)."""
+
+
+@dataclass(frozen=True)
+class Collector:
+    """One registered collector.
+
+    Attributes:
+        name: unique collector name (``cpu``), used in self-metrics and logs.
+        plugin: the plugin that registered it.
+        fn: returns the namespaced sub-tree.
+        interval: seconds between runs; ``None`` runs it every cycle.
+        timeout: seconds after which a run is abandoned; ``None`` uses the agent's.
+        units: optional ``{"percent": "%", ...}`` hints (leaf name -> unit) for dashboards.
+    """
+
+    name: str
+    plugin: str
+    fn: CollectFn
+    interval: float | None = None
+    timeout: float | None = None
+    units: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One registered local alert rule."""
+
+    name: str
+    plugin: str
+    fn: RuleFn
+
+
+@dataclass(frozen=True)
+class SettingsSpec:
+    """A plugin's configuration section: every allowed key with its default.
+
+    ``validate`` receives the merged settings and raises ``ValueError`` with a
+    message naming the key when something is wrong.
+    """
+
+    defaults: Mapping[str, Any]
+    validate: Callable[[Mapping[str, Any]], None] | None = None
+
+
+class RegisterCollector(Protocol):
+    """Signature of the ``register`` callback given to ``edgemon_register_collectors``."""
+
+    def __call__(
+        self,
+        name: str,
+        fn: CollectFn,
+        *,
+        interval: float | None = None,
+        timeout: float | None = None,
+        units: Mapping[str, str] | None = None,
+    ) -> None:
+        """Register ``fn`` as collector ``name`` (lower-case, digits, ``_``)."""
+
+
+class RegisterRule(Protocol):
+    """Signature of the ``register`` callback given to ``edgemon_register_alert_rules``."""
+
+    def __call__(self, name: str, fn: RuleFn) -> None:
+        """Register ``fn`` as alert rule ``name``."""
+
+
+def safe_key(raw: str) -> str:
+    """Turn a device, sensor or mount name into a valid metric key.
+
+    Anything but letters, digits and ``_`` becomes ``_`` (``/dev/mapper/vg-root``
+    -> ``dev_mapper_vg_root``), so plugin keys never contain the ``-`` separator.
+    """
+    key = re.sub(r"[^A-Za-z0-9_]", "_", raw).strip("_")
+    return key[:64] or "_"
