@@ -22,6 +22,9 @@ from edgemon.state import SeqCounter
 
 log = logging.getLogger(__name__)
 
+AGENT_KEY = "agent"
+"""The agent's own namespace in ``metrics``; a collector writing it is a clash."""
+
 Sink = Callable[[dict[str, Any]], None]
 
 
@@ -185,7 +188,11 @@ class Agent:
         runner = runner or self.runner
         assert runner is not None, "call start() first"
         results = runner.collect()
-        merged, clashes = payload_mod.merge((c.name, payload_mod.scrub(tree)) for c, tree in results)
+        reserved = [payload_mod.Clash(AGENT_KEY, "agent", c.name) for c, tree in results if AGENT_KEY in tree]
+        merged, clashes = payload_mod.merge(
+            (c.name, payload_mod.scrub({k: v for k, v in tree.items() if k != AGENT_KEY})) for c, tree in results
+        )
+        clashes = reserved + clashes
         for clash in clashes:
             self.clash_count[clash.dropped] = self.clash_count.get(clash.dropped, 0) + 1
             if clash.path not in self._seen_clashes:
@@ -223,7 +230,7 @@ class Agent:
             collectors[name] = stats.to_tree()
         statuses = [r.status for r in self.records.values()]
         return {
-            "agent": {
+            AGENT_KEY: {
                 "cycles": self.cycles,
                 "cycle_ms": round(self.last_cycle_ms, 3),
                 "skipped_cycles": self.job.skipped if self.job else 0,
@@ -242,9 +249,7 @@ class Agent:
         alerts = self.evaluate_rules(metrics)
         self.cycles += 1
         self.last_cycle_ms = (time.perf_counter() - t0) * 1000
-        tree, clashes = payload_mod.merge([("agent", self.self_metrics()), ("plugins", metrics)])
-        for clash in clashes:
-            log.error("plugin wrote the agent's own namespace", extra={"reason": clash.path})
+        tree = {**self.self_metrics(), **metrics}
         return payload_mod.build(self.device_id, self.seq.next(), epoch, self.config.agent.interval, tree, alerts)
 
     # -- the loop -------------------------------------------------------------------

@@ -129,7 +129,7 @@ class CollectorRunner:
             timeout = slot.collector.timeout or self._default_timeout
             remaining = max(0.0, timeout - (time.perf_counter() - t0))
             try:
-                tree = fut.result(timeout=remaining)
+                tree: object = fut.result(timeout=remaining)
             except FutureTimeout:
                 slot.stats.timeouts += 1
                 self._log_once(slot, "timeout", f"collector did not return within {timeout:g} s; abandoned")

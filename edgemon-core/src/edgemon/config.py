@@ -77,7 +77,7 @@ class Config:
     @property
     def device_id(self) -> str:
         """The configured client id, else the host name made into a valid id."""
-        return self.agent.client_id or re.sub(r"[^A-Za-z0-9_.:]", "_", socket.gethostname())[:128]
+        return self.agent.client_id or re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:128]
 
 
 ENV_MAP = {
@@ -218,9 +218,9 @@ def _check_agent(agent: AgentSettings, where: Any) -> None:
             f"{where('timeout')}agent.timeout: must be > 0 and below agent.interval "
             f"({agent.interval:g}), got {agent.timeout:g}"
         )
-    if agent.client_id and not re.fullmatch(r"[A-Za-z0-9_.:]{1,128}", agent.client_id):
+    if agent.client_id and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", agent.client_id):
         raise ConfigError(
-            f"{where('client_id')}agent.client_id: {agent.client_id!r} may hold only letters, digits, _ . : "
+            f"{where('client_id')}agent.client_id: {agent.client_id!r} may hold only letters, digits, _ . : - "
             "(it becomes an MQTT topic level)"
         )
 

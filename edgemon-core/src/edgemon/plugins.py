@@ -8,6 +8,7 @@ plugin down with it. Built-in plugins go through the same registration path.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -102,7 +103,7 @@ def load_plugins(
         if name in off:
             _disable(pm, record, "enabled = false in the configuration")
             continue
-        _register(pm, record, lambda module_name=module_name: importlib.import_module(module_name))
+        _register(pm, record, functools.partial(importlib.import_module, module_name))
 
     seen = {r.name for r in records}
     for ep in sorted(entry_points(group=PROJECT), key=lambda ep: ep.name):
@@ -135,13 +136,26 @@ def _register(pm: pluggy.PluginManager, record: PluginRecord, load: Callable[[],
     try:
         module = load()
         pm.register(module, name=record.name)
+        _check_hook_names(pm, record.name)
     except Exception as exc:  # noqa: BLE001 - any error in a third-party import must not stop the others
         record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
         log.error("plugin failed to load", extra={"plugin": record.name, "reason": record.reason})
+        if pm.has_plugin(record.name):
+            pm.unregister(name=record.name)
         return
     record.hooks = sorted(
         caller.name for caller in pm.get_hookcallers(module) or [] if caller.name.startswith("edgemon_")
     )
+
+
+def _check_hook_names(pm: pluggy.PluginManager, name: str) -> None:
+    """``check_pending`` for one plugin: a misspelt hook fails that plugin, not the agent."""
+    plugin = pm.get_plugin(name)
+    for caller in pm.get_hookcallers(plugin) or []:
+        if not caller.has_spec() and any(
+            impl.plugin_name == name and not impl.optionalhook for impl in caller.get_hookimpls()
+        ):
+            raise pluggy.PluginValidationError(plugin, f"unknown hook {caller.name!r} (misspelt?)")
 
 
 def call_each(

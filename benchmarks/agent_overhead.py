@@ -1,0 +1,143 @@
+"""Agent overhead: ``edgemon-agent run`` at 1 s beside a bare psutil loop, in one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/agent_overhead.py [--duration 60]
+
+Both processes run at the same time for ``--duration`` seconds after a short
+warm-up. CPU is read from ``/proc/<pid>/stat`` (user + system clock ticks)
+over the measured window, peak RSS from ``VmHWM``. The baseline is the loop
+ANCHORS.md describes: cpu, load, freq, memory, swap, every partition's usage,
+disk io, net io, temperatures, then ``json.dumps``.
+
+It also times the psutil calls that are known to be costly on small boards,
+which is why the plugins cache or disable them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+BARE_LOOP = r"""
+import json, os, time, psutil
+psutil.cpu_percent(None)
+next_t = time.monotonic()
+while True:
+    d = {
+        "cpu": psutil.cpu_percent(None), "percpu": psutil.cpu_percent(None, percpu=True),
+        "times": psutil.cpu_times_percent(None)._asdict(), "load": os.getloadavg(),
+        "freq": psutil.cpu_freq()._asdict(), "mem": psutil.virtual_memory()._asdict(),
+        "swap": psutil.swap_memory()._asdict(),
+        "disk": {p.mountpoint: psutil.disk_usage(p.mountpoint)._asdict() for p in psutil.disk_partitions()},
+        "io": {k: v._asdict() for k, v in psutil.disk_io_counters(perdisk=True).items()},
+        "net": {k: v._asdict() for k, v in psutil.net_io_counters(pernic=True).items()},
+        "temps": {k: [t.current for t in v] for k, v in psutil.sensors_temperatures().items()},
+    }
+    json.dumps(d)
+    next_t += 1.0
+    time.sleep(max(0.0, next_t - time.monotonic()))
+"""
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(
+    procs: dict[str, subprocess.Popen[bytes]], duration: float, warmup: float
+) -> dict[str, tuple[float, float]]:
+    time.sleep(warmup)
+    start = {name: cpu_ticks(p.pid) for name, p in procs.items()}
+    t0 = time.monotonic()
+    time.sleep(duration)
+    elapsed = time.monotonic() - t0
+    out = {}
+    for name, p in procs.items():
+        cpu = 100.0 * (cpu_ticks(p.pid) - start[name]) / TICK / elapsed
+        out[name] = (cpu, peak_rss_mb(p.pid))
+    return out
+
+
+def time_call(fn: Callable[[], object], reps: int = 200) -> float:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e6
+
+
+def costly_calls() -> None:
+    print("\npsutil calls (median of 200, microseconds):")
+    calls: dict[str, Callable[[], object]] = {
+        "cpu_percent(percpu)": lambda: psutil.cpu_percent(None, percpu=True),
+        "cpu_freq (edgemon-cpu caches 60 s)": psutil.cpu_freq,
+        "sensors_temperatures": psutil.sensors_temperatures,
+        "disk_partitions (edgemon-disk caches 60 s)": psutil.disk_partitions,
+        "disk_io_counters(perdisk)": lambda: psutil.disk_io_counters(perdisk=True),
+        "swap_memory": psutil.swap_memory,
+        "process_iter walk (edgemon-cpu: off by default)": lambda: sum(1 for _ in psutil.process_iter(["status"])),
+    }
+    for name, fn in calls.items():
+        print(f"  {name:<50} {time_call(fn):9.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    args = parser.parse_args()
+
+    state = tempfile.mkdtemp(prefix="edgemon-bench-")
+    env = {
+        **os.environ,
+        "EDGEMON_STATE_DIR": state,
+        "EDGEMON_LOAD_PLUGINS": "cpu,disk,gpu-nvml",
+        "EDGEMON_LOG_LEVEL": "warning",
+        "EDGEMON_CLIENT_ID": "bench",
+    }
+    procs = {
+        "bare psutil loop": subprocess.Popen([sys.executable, "-c", BARE_LOOP], stdout=subprocess.DEVNULL),
+        "edgemon-agent (stdout)": subprocess.Popen(
+            [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "stdout"],
+            stdout=subprocess.DEVNULL,
+            env=env,
+        ),
+    }
+    try:
+        results = measure(procs, args.duration, args.warmup)
+    finally:
+        for p in procs.values():
+            p.terminate()
+            p.wait(10)
+    base_cpu, base_rss = results["bare psutil loop"]
+    print(f"agent overhead, 1 s interval, {args.duration:g} s measured ({os.cpu_count()} CPUs)")
+    print(f"{'process':<28} {'CPU % of one core':>18} {'peak RSS MB':>12} {'CPU ratio':>10} {'RSS ratio':>10}")
+    for name, (cpu, rss) in results.items():
+        print(f"{name:<28} {cpu:18.3f} {rss:12.1f} {cpu / base_cpu:10.2f} {rss / base_rss:10.2f}")
+    costly_calls()
+
+
+if __name__ == "__main__":
+    main()

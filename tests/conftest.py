@@ -1,0 +1,134 @@
+"""Shared fixtures: plugin managers without entry points, agents, fake installs, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+import pytest
+
+from edgemon import config as config_mod
+from edgemon.agent import Agent
+from edgemon.plugins import make_plugin_manager
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_BIN = Path(sys.executable).parent / "edgemon-agent"
+
+
+@pytest.fixture
+def pm() -> pluggy.PluginManager:
+    """A plugin manager with the hookspecs and nothing registered (no entry points)."""
+    return make_plugin_manager()
+
+
+@pytest.fixture
+def register_plugin(pm: pluggy.PluginManager) -> Iterator[Callable[[object, str], None]]:
+    """Register a plugin object under a name; always unregisters what it registered."""
+    names: list[str] = []
+
+    def register(plugin: object, name: str) -> None:
+        pm.register(plugin, name=name)
+        names.append(name)
+
+    yield register
+    for name in names:
+        if pm.has_plugin(name):
+            pm.unregister(name=name)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_config(state_dir: Path) -> Callable[..., config_mod.Config]:
+    """Build a Config from keyword overrides of ``[agent]`` (no file, clean environment)."""
+
+    def make(plugins: dict[str, dict[str, Any]] | None = None, **agent: Any) -> config_mod.Config:
+        agent.setdefault("state_dir", str(state_dir))
+        agent.setdefault("client_id", "test-device")
+        cfg = config_mod.load(path=None, environ={}, overrides=agent)
+        return config_mod.Config(agent=cfg.agent, plugins=plugins or {})
+
+    return make
+
+
+@pytest.fixture
+def make_agent(
+    pm: pluggy.PluginManager, make_config: Callable[..., config_mod.Config]
+) -> Iterator[Callable[..., Agent]]:
+    """Start an Agent over the fixture's plugin manager; closes every agent it made."""
+    agents: list[Agent] = []
+
+    def make(*plugins: tuple[str, object], **agent_settings: Any) -> Agent:
+        plugin_settings = agent_settings.pop("plugins", None)
+        for name, plugin in plugins:
+            pm.register(plugin, name=name)
+        agent = Agent(make_config(plugins=plugin_settings, **agent_settings), pm=pm)
+        agent.start()
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.close()
+
+
+def plugin_module(name: str, source: str) -> ModuleType:
+    """Build a plugin module from source text (for in-process tests)."""
+    module = ModuleType(name)
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+@pytest.fixture
+def fake_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Install a plugin distribution the way pip would leave it: a module plus ``*.dist-info``.
+
+    The directory is put first on ``sys.path`` (in-process) and on ``PYTHONPATH``
+    (for CLI subprocesses), so discovery goes through real ``importlib.metadata``
+    entry points.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+
+    def install(dist: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "0.1") -> Path:
+        for mod, source in modules.items():
+            (site / f"{mod}.py").write_text(textwrap.dedent(source))
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        eps = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[edgemon]\n{eps}\n")
+        return site
+
+    return install
+
+
+def run_agent(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``edgemon-agent`` CLI and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(AGENT_BIN), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def agent_env(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for CLI runs: private state dir, no config file from the host."""
+    for key in list(os.environ):
+        if key.startswith("EDGEMON_"):
+            monkeypatch.delenv(key)
+    return {"EDGEMON_STATE_DIR": str(state_dir), "EDGEMON_CLIENT_ID": "cli-device"}
