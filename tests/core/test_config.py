@@ -128,3 +128,8 @@ def test_check_config_cli(tmp_path, agent_env):
     result = run_agent("once", "--config", str(typo), env=agent_env)
     assert result.returncode == 2
     assert "[plugins.dsik] names no installed plugin" in result.stderr
+
+
+def test_default_timeout_follows_a_short_interval():
+    assert config.load(None, environ={}).agent.timeout == 2.0
+    assert config.load(None, environ={"EDGEMON_INTERVAL": "1"}).agent.timeout == 0.5

@@ -17,7 +17,7 @@ def test_there_are_hooks():
 
 
 def test_every_hook_is_documented_in_design():
-    design = (REPO / "DESIGN.md").read_text()
+    design = (REPO / "DESIGN.md").read_text().replace("\\|", "|")  # unescape table pipes
     for name in HOOKS:
         signature = f"{name}{inspect.signature(getattr(hookspecs, name))}"
         signature = re.sub(r"'", "", signature)

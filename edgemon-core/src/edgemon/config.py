@@ -49,7 +49,8 @@ class AgentSettings:
     Attributes:
         client_id: the device id; default: the host name.
         interval: seconds between payloads.
-        timeout: default per-collector timeout in seconds; must be below ``interval``.
+        timeout: default per-collector timeout in seconds; must be below ``interval``;
+            0 (the default) means min(2 s, interval / 2).
         state_dir: where ``seq`` (and the send buffer) live.
         output: ``stdout`` (JSON lines) for now.
         log_format: ``text`` or ``json`` (one JSON object per line).
@@ -58,7 +59,7 @@ class AgentSettings:
 
     client_id: str = ""
     interval: float = 10.0
-    timeout: float = 2.0
+    timeout: float = 0.0
     state_dir: str = field(default_factory=_default_state_dir)
     output: str = "stdout"
     log_format: str = "text"
@@ -143,6 +144,8 @@ def load(
     agent = _apply(agent, env_values, lambda key: f"environment variable {_env_name(key)}: ")
     flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
     agent = _apply(agent, flag_values, lambda key: f"option --{key.replace('_', '-')}: ")
+    if agent.timeout == 0:
+        agent = replace(agent, timeout=min(2.0, agent.interval / 2))
     _check_agent(agent, lambda key: where.at("agent", key) if key in agent_raw else "")
 
     plugins_raw = raw.get("plugins", {})
