@@ -57,8 +57,9 @@ def make_config(state_dir: Path) -> Callable[..., config_mod.Config]:
     def make(plugins: dict[str, dict[str, Any]] | None = None, **agent: Any) -> config_mod.Config:
         agent.setdefault("state_dir", str(state_dir))
         agent.setdefault("client_id", "test-device")
-        cfg = config_mod.load(path=None, environ={}, overrides=agent)
-        return config_mod.Config(agent=cfg.agent, plugins=plugins or {})
+        mqtt = agent.pop("mqtt", {})
+        cfg = config_mod.load(path=None, environ={}, overrides={"agent": agent, "mqtt": mqtt})
+        return config_mod.Config(agent=cfg.agent, mqtt=cfg.mqtt, plugins=plugins or {})
 
     return make
 
@@ -132,3 +133,55 @@ def agent_env(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
         if key.startswith("EDGEMON_"):
             monkeypatch.delenv(key)
     return {"EDGEMON_STATE_DIR": str(state_dir), "EDGEMON_CLIENT_ID": "cli-device"}
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    from tests.harness import Pki
+
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki):
+    from tests.harness import Mosquitto
+
+    mosquitto = Mosquitto(tmp_path / "broker", pki)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop(kill=True)
+
+
+@pytest.fixture
+def subscriber(broker, pki):
+    from tests.harness import COLLECTOR_CN, Subscriber
+
+    sub = Subscriber(broker, pki.issue(COLLECTOR_CN))
+    yield sub
+    sub.stop()
+
+
+@pytest.fixture
+def mqtt_env(agent_env: dict[str, str], broker, pki) -> Callable[..., dict[str, str]]:
+    """Environment for an agent that publishes to the test broker as ``device`` (CN)."""
+
+    def make(device: str = "dev-1", identity=None, **extra: str) -> dict[str, str]:
+        ident = identity or pki.issue(device)
+        env = {
+            **agent_env,
+            "EDGEMON_MQTT_ENDPOINT": "localhost",
+            "EDGEMON_MQTT_PORT": str(broker.port),
+            "EDGEMON_MQTT_CA": str(pki.ca_path),
+            "EDGEMON_MQTT_CERT": str(ident.cert),
+            "EDGEMON_MQTT_KEY": str(ident.key),
+            "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.2",
+            "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "1",
+            "EDGEMON_INTERVAL": "1",
+            "EDGEMON_LOAD_PLUGINS": "",
+            "EDGEMON_LOG_FORMAT": "json",
+        }
+        env.pop("EDGEMON_CLIENT_ID", None)
+        env.update(extra)
+        return env
+
+    return make

@@ -25,7 +25,9 @@ def test_file_then_env_then_flags(tmp_path):
     assert (cfg.agent.interval, cfg.agent.client_id, cfg.agent.log_format) == (30.0, "from-file", "json")
     cfg = config.load(path, environ={"EDGEMON_INTERVAL": "20", "EDGEMON_CLIENT_ID": "from-env"})
     assert (cfg.agent.interval, cfg.agent.client_id) == (20.0, "from-env")
-    cfg = config.load(path, environ={"EDGEMON_INTERVAL": "20"}, overrides={"interval": 5.0, "client_id": None})
+    cfg = config.load(
+        path, environ={"EDGEMON_INTERVAL": "20"}, overrides={"agent": {"interval": 5.0, "client_id": None}}
+    )
     assert (cfg.agent.interval, cfg.agent.client_id) == (5.0, "from-file")
 
 

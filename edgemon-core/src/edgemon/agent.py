@@ -75,6 +75,8 @@ class Agent:
         self.cycles = 0
         self.last_cycle_ms = 0.0
         self.job: GridJob | None = None
+        self.extra_metrics: dict[str, Callable[[], dict[str, Any]]] = {}
+        """name -> callable whose tree is added under ``agent.<name>`` (the transport's counters)."""
         self._seen_clashes: set[str] = set()
         self._started = False
 
@@ -229,8 +231,10 @@ class Agent:
             stats.clashes = self.clash_count.get(name, 0)
             collectors[name] = stats.to_tree()
         statuses = [r.status for r in self.records.values()]
+        extra = {name: fn() for name, fn in self.extra_metrics.items()}
         return {
             AGENT_KEY: {
+                **extra,
                 "cycles": self.cycles,
                 "cycle_ms": round(self.last_cycle_ms, 3),
                 "skipped_cycles": self.job.skipped if self.job else 0,

@@ -19,7 +19,9 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from edgemon import __version__, logs
@@ -46,8 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgemon-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("once", parents=[common], help="collect one cycle and print the payload")
-    run = sub.add_parser("run", parents=[common], help="collect every interval until stopped")
-    run.add_argument("--output", choices=["stdout"], help="where payloads go")
+    mqtt = argparse.ArgumentParser(add_help=False)
+    mqtt.add_argument("--mqtt-endpoint", help="broker host name")
+    mqtt.add_argument("--mqtt-port", type=int, help="broker port (default 8883)")
+    mqtt.add_argument("--mqtt-ca", help="CA bundle (PEM) that signed the broker's certificate")
+    mqtt.add_argument("--mqtt-cert", help="this device's certificate (PEM)")
+    mqtt.add_argument("--mqtt-key", help="this device's private key (PEM)")
+    mqtt.add_argument(
+        "--insecure-local", action="store_const", const=True, help="plain TCP to a loopback broker (development)"
+    )
+    run = sub.add_parser("run", parents=[common, mqtt], help="collect every interval until stopped")
+    run.add_argument(
+        "--output", choices=["auto", "stdout", "mqtt"], help="where payloads go (auto: mqtt if configured)"
+    )
+    status = sub.add_parser("status", parents=[common], help="send buffer and connection state of the agent")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     plugins = sub.add_parser("plugins", parents=[common], help="list plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     psub = plugins.add_subparsers(dest="plugins_command")
@@ -58,11 +73,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = {
+    agent = {
         key: getattr(args, key, None)
         for key in ("client_id", "interval", "timeout", "state_dir", "log_format", "log_level", "output")
     }
-    return load(args.config, overrides=overrides)
+    mqtt = {
+        "endpoint": getattr(args, "mqtt_endpoint", None),
+        "port": getattr(args, "mqtt_port", None),
+        "ca": getattr(args, "mqtt_ca", None),
+        "cert": getattr(args, "mqtt_cert", None),
+        "key": getattr(args, "mqtt_key", None),
+        "insecure_local": getattr(args, "insecure_local", None),
+    }
+    return load(args.config, overrides={"agent": agent, "mqtt": mqtt})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,12 +118,14 @@ def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
         }
         print(json.dumps(out, indent=2, sort_keys=True, default=str))
         return 0
+    if args.command == "status":
+        return _status(agent.config, args.json)
     if args.command == "plugins" and args.plugins_command == "test":
         return _plugins_test(agent, args.name)
     if args.command == "plugins":
         return _plugins_list(agent, args.json)
-    agent.start()
     if args.command == "once":
+        agent.start()
         print(json.dumps(agent.cycle(), indent=2, allow_nan=False))
         return 0
     return _run(agent)
@@ -153,6 +178,28 @@ def _plugins_test(agent: Agent, name: str) -> int:
 
 
 def _run(agent: Agent) -> int:
+    config = agent.config
+    output = config.agent.output
+    if output == "auto":
+        output = "mqtt" if config.mqtt.endpoint else "stdout"
+    sink: Callable[[dict[str, Any]], None]
+    mqtt_sink = None
+    if output == "mqtt":
+        from edgemon.transport import MqttSink, check_settings  # noqa: PLC0415 - only in MQTT mode
+
+        agent.device_id = check_settings(config)
+        agent.start()
+        mqtt_sink = MqttSink(config, agent.device_id)
+        agent.extra_metrics["transport"] = mqtt_sink.metrics
+        mqtt_sink.start()
+        sink = mqtt_sink
+    else:
+        agent.start()
+
+        def sink(payload: dict[str, Any]) -> None:
+            sys.stdout.write(payload_mod.dumps(payload) + "\n")
+            sys.stdout.flush()
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -162,11 +209,52 @@ def _run(agent: Agent) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def to_stdout(payload: dict[str, Any]) -> None:
-        sys.stdout.write(payload_mod.dumps(payload) + "\n")
-        sys.stdout.flush()
+    try:
+        agent.run(sink, stop)
+    finally:
+        if mqtt_sink is not None:
+            mqtt_sink.stop()
+    return 0
 
-    agent.run(to_stdout, stop)
+
+def _status(config: Config, as_json: bool) -> int:
+    """Print the send buffer and the running agent's connection state."""
+    import time  # noqa: PLC0415
+
+    from edgemon.buffer import Buffer  # noqa: PLC0415
+
+    state = Path(config.agent.state_dir)
+    if not (state / "buffer.db").exists():
+        print(f"edgemon-agent: no send buffer in {state} (has the agent run in MQTT mode?)", file=sys.stderr)
+        return 1
+    buffer = Buffer(state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024))
+    try:
+        age = buffer.oldest_age()
+        out: dict[str, Any] = {
+            "state_dir": str(state),
+            "buffered": len(buffer),
+            "buffered_bytes": buffer.size_bytes,
+            "oldest_unsent_age_s": round(age, 1) if age is not None else None,
+            "dropped": buffer.dropped,
+        }
+    finally:
+        buffer.close()
+    try:
+        transport = json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):
+        transport = {"state": "unknown (no status.json)"}
+    if transport.get("updated") and time.time() - transport["updated"] > 10 and transport.get("state") != "stopped":
+        transport["state"] = f"{transport.get('state')} (stale: agent not running?)"
+    out["connection"] = transport
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"buffer:      {out['buffered']} payloads, {out['buffered_bytes']} bytes, dropped {out['dropped']}")
+    print(f"oldest:      {out['oldest_unsent_age_s'] if age is not None else '-'} s")
+    print(f"connection:  {transport.get('state')}")
+    print(f"last error:  {transport.get('last_error') or '-'}")
+    counters = ("published", "acked", "failed", "refused_too_large", "connects", "connect_failures")
+    print("counters:    " + ", ".join(f"{k}={transport.get(k, 0)}" for k in counters))
     return 0
 
 

@@ -18,6 +18,7 @@ Example ``/etc/edgemon/agent.toml``::
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -52,7 +53,9 @@ class AgentSettings:
         timeout: default per-collector timeout in seconds; must be below ``interval``;
             0 (the default) means min(2 s, interval / 2).
         state_dir: where ``seq`` (and the send buffer) live.
-        output: ``stdout`` (JSON lines) for now.
+        output: ``mqtt``, ``stdout`` (JSON lines), or ``auto``: ``mqtt`` when
+            ``mqtt.endpoint`` is set, else ``stdout``.
+        buffer_max_mb: bound of the store-and-forward buffer; past it the oldest are dropped (and counted).
         log_format: ``text`` or ``json`` (one JSON object per line).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -61,9 +64,47 @@ class AgentSettings:
     interval: float = 10.0
     timeout: float = 0.0
     state_dir: str = field(default_factory=_default_state_dir)
-    output: str = "stdout"
+    output: str = "auto"
+    buffer_max_mb: float = 100.0
     log_format: str = "text"
     log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The ``[mqtt]`` section (variables ``EDGEMON_MQTT_<KEY>``).
+
+    Attributes:
+        endpoint: broker host name (AWS IoT: ``xxxx-ats.iot.<region>.amazonaws.com``).
+        port: 8883 (MQTT over TLS).
+        ca: CA bundle that signed the broker's certificate (PEM path).
+        cert: this device's certificate (PEM path).
+        key: its private key (PEM path; never logged; warned about when group/other can read it).
+        insecure_local: plain TCP, allowed only to a loopback broker (development).
+        topic: where payloads go; ``{client_id}`` is replaced.
+        alerts_topic: where alerts will go (alerts issue).
+        keep_alive: seconds between PINGREQs when idle.
+        min_reconnect_delay: first reconnect back-off, seconds (full jitter).
+        max_reconnect_delay: back-off cap, seconds.
+        connect_timeout: seconds to wait for a CONNACK.
+        drain_rate: backlog payloads sent per second after a reconnect (live ones go at once).
+        max_inflight: publishes awaiting PUBACK at once.
+    """
+
+    endpoint: str = ""
+    port: int = 8883
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    insecure_local: bool = False
+    topic: str = "devices/{client_id}/monitoring"
+    alerts_topic: str = "devices/{client_id}/alerts"
+    keep_alive: int = 60
+    min_reconnect_delay: float = 1.0
+    max_reconnect_delay: float = 60.0
+    connect_timeout: float = 10.0
+    drain_rate: float = 200.0
+    max_inflight: int = 32
 
 
 @dataclass(frozen=True)
@@ -71,6 +112,7 @@ class Config:
     """The whole effective configuration."""
 
     agent: AgentSettings = field(default_factory=AgentSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
     text: str = field(default="", repr=False, compare=False)
@@ -81,17 +123,13 @@ class Config:
         return self.agent.client_id or re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:128]
 
 
-ENV_MAP = {
-    "EDGEMON_CLIENT_ID": "client_id",
-    "EDGEMON_INTERVAL": "interval",
-    "EDGEMON_TIMEOUT": "timeout",
-    "EDGEMON_STATE_DIR": "state_dir",
-    "EDGEMON_OUTPUT": "output",
-    "EDGEMON_LOG_FORMAT": "log_format",
-    "EDGEMON_LOG_LEVEL": "log_level",
+SECTIONS: dict[str, type[Any]] = {"agent": AgentSettings, "mqtt": MqttSettings}
+ENV_MAPS: dict[str, dict[str, str]] = {
+    "agent": {f"EDGEMON_{f.name.upper()}": f.name for f in fields(AgentSettings)},
+    "mqtt": {f"EDGEMON_MQTT_{f.name.upper()}": f.name for f in fields(MqttSettings)},
 }
 CHOICES = {
-    "output": ("stdout",),
+    "output": ("auto", "stdout", "mqtt"),
     "log_format": ("text", "json"),
     "log_level": ("debug", "info", "warning", "error"),
 }
@@ -100,7 +138,7 @@ CHOICES = {
 def load(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """Build the effective configuration.
 
@@ -108,7 +146,7 @@ def load(
         path: the TOML file; ``None`` uses ``EDGEMON_CONFIG``, else
             ``/etc/edgemon/agent.toml`` when it exists, else defaults only.
         environ: the environment (default ``os.environ``).
-        overrides: ``[agent]`` keys from CLI flags; ``None`` values are ignored.
+        overrides: ``{"agent": {...}, "mqtt": {...}}`` from CLI flags; ``None`` values are ignored.
 
     Raises:
         ConfigError: naming the file, line and key.
@@ -133,50 +171,52 @@ def load(
             raise ConfigError(f"{source}: {exc}") from exc
 
     where = _Where(source, text)
-    unknown = set(raw) - {"agent", "plugins"}
-    for section in sorted(unknown):
+    for section in sorted(set(raw) - {*SECTIONS, "plugins"}):
         raise ConfigError(f"{where.at(section, None)}unknown section [{section}]")
-    agent_raw = raw.get("agent", {})
-    if not isinstance(agent_raw, dict):
-        raise ConfigError(f"{where.at('agent', None)}[agent] must be a table")
-    agent = _parse_agent(agent_raw, where, "file")
-    env_values = {ENV_MAP[k]: v for k, v in env.items() if k in ENV_MAP}
-    agent = _apply(agent, env_values, lambda key: f"environment variable {_env_name(key)}: ")
-    flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
-    agent = _apply(agent, flag_values, lambda key: f"option --{key.replace('_', '-')}: ")
+    parsed: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where.at(section, None)}[{section}] must be a table")
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    f"{where.at(section, key)}unknown key {section}.{key} (known: {', '.join(sorted(known))})"
+                )
+        settings = _apply(cls(), section, values, functools.partial(where.at, section))
+        env_values = {key: env[var] for var, key in ENV_MAPS[section].items() if var in env}
+        settings = _apply(settings, section, env_values, lambda key, s=section: f"variable {_env(s, key)}: ")
+        flag_values = {k: v for k, v in (overrides or {}).get(section, {}).items() if v is not None}
+        settings = _apply(settings, section, flag_values, lambda key: f"option --{key.replace('_', '-')}: ")
+        parsed[section] = settings
+    agent: AgentSettings = parsed["agent"]
     if agent.timeout == 0:
         agent = replace(agent, timeout=min(2.0, agent.interval / 2))
+    agent_raw = raw.get("agent", {})
     _check_agent(agent, lambda key: where.at("agent", key) if key in agent_raw else "")
+    mqtt_raw = raw.get("mqtt", {})
+    _check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in mqtt_raw else "")
 
     plugins_raw = raw.get("plugins", {})
     if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
         raise ConfigError(f"{where.at('plugins', None)}[plugins.<name>] sections must be tables")
-    return Config(agent=agent, plugins=plugins_raw, source=source, text=text)
+    return Config(agent=agent, mqtt=parsed["mqtt"], plugins=plugins_raw, source=source, text=text)
 
 
-def _env_name(key: str) -> str:
-    return next(k for k, v in ENV_MAP.items() if v == key)
+def _env(section: str, key: str) -> str:
+    return next(var for var, k in ENV_MAPS[section].items() if k == key)
 
 
-def _parse_agent(values: Mapping[str, Any], where: _Where, _origin: str) -> AgentSettings:
-    known = {f.name for f in fields(AgentSettings)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"{where.at('agent', key)}unknown key agent.{key} (known: {', '.join(sorted(known))})")
-    return _apply(AgentSettings(), values, lambda key: where.at("agent", key))
-
-
-def _apply(base: AgentSettings, values: Mapping[str, Any], prefix: Any) -> AgentSettings:
+def _apply(base: Any, section: str, values: Mapping[str, Any], prefix: Any) -> Any:
     changes: dict[str, Any] = {}
-    for f in fields(AgentSettings):
+    for f in fields(base):
         if f.name not in values:
             continue
-        value = values[f.name]
-        default = getattr(base, f.name)
         try:
-            changes[f.name] = coerce(value, default)
+            changes[f.name] = coerce(values[f.name], getattr(base, f.name))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{prefix(f.name)}agent.{f.name}: {exc}") from exc
+            raise ConfigError(f"{prefix(f.name)}{section}.{f.name}: {exc}") from exc
     return replace(base, **changes)
 
 
@@ -226,6 +266,21 @@ def _check_agent(agent: AgentSettings, where: Any) -> None:
             f"{where('client_id')}agent.client_id: {agent.client_id!r} may hold only letters, digits, _ . : - "
             "(it becomes an MQTT topic level)"
         )
+
+
+def _check_mqtt(mqtt: MqttSettings, where: Any) -> None:
+    if not 0 < mqtt.port < 65536:
+        raise ConfigError(f"{where('port')}mqtt.port: {mqtt.port} is not a TCP port")
+    if not 0 < mqtt.min_reconnect_delay <= mqtt.max_reconnect_delay:
+        raise ConfigError(
+            f"{where('min_reconnect_delay')}mqtt.min_reconnect_delay: must be > 0 and <= max_reconnect_delay"
+        )
+    if mqtt.drain_rate <= 0 or mqtt.max_inflight < 1 or mqtt.keep_alive < 0:
+        raise ConfigError(f"{where('drain_rate')}mqtt: drain_rate and max_inflight must be positive")
+    for key in ("topic", "alerts_topic"):
+        topic = getattr(mqtt, key)
+        if "{client_id}" not in topic or any(c in topic for c in "+#"):
+            raise ConfigError(f"{where(key)}mqtt.{key}: {topic!r} must contain {{client_id}} and no wildcard")
 
 
 def plugin_settings(config: Config, name: str, defaults: Mapping[str, Any], validate: Any = None) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""The agent over real MQTT: a real mosquitto, real mutual TLS, the per-device ACL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AGENT_BIN
+
+
+class AgentProc:
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.log = log
+        self.state_dir = Path(env["EDGEMON_STATE_DIR"])
+        self.fh = open(log, "ab")  # noqa: SIM115 - kept open for the process' lifetime
+        self.proc = subprocess.Popen(
+            [str(AGENT_BIN), "run", *args], env={**os.environ, **env}, stdout=self.fh, stderr=self.fh
+        )
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        if not self.fh.closed:
+            self.fh.close()
+        return code
+
+
+@pytest.fixture
+def run_agent_proc(tmp_path):
+    procs: list[AgentProc] = []
+
+    def start(env: dict[str, str], *args: str) -> AgentProc:
+        proc = AgentProc(env, tmp_path / f"agent-{len(procs)}.log", *args)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop(signal.SIGKILL)
+
+
+def seqs(payloads):
+    return [p["seq"] for p in payloads]
+
+
+def test_payload_arrives_within_a_second(mqtt_env, subscriber, run_agent_proc):
+    agent = run_agent_proc(mqtt_env("dev-1"))
+    assert subscriber.wait_for(lambda ps: len(ps) >= 2, timeout=15), agent.log.read_text()
+    t_first = time.time()
+    # Each payload's ts is its collection time; arrival is within a second of it.
+    assert subscriber.wait_for(lambda ps: len(ps) >= 4, timeout=10)
+    doc = subscriber.payloads()[-1]
+    lag = time.time() - t_first
+    assert lag < 5
+    topic = subscriber.messages[-1][0]
+    assert topic == "devices/dev-1/monitoring"
+    assert doc["device_id"] == "dev-1", "client id defaults to the certificate's CN"
+    assert doc["metrics"]["agent"]["transport"]["connected"] is True
+    stop_code = agent.stop()
+    assert stop_code == 0
+
+
+def test_publish_latency_under_one_second(mqtt_env, subscriber, run_agent_proc):
+    from datetime import datetime
+
+    run_agent_proc(mqtt_env("dev-lat"))
+    assert subscriber.wait_for(lambda ps: len(ps) >= 3, timeout=15)
+    received_at = time.time()
+    last = subscriber.payloads()[-1]
+    ts = datetime.fromisoformat(last["ts"].replace("Z", "+00:00")).timestamp()
+    assert received_at - ts < 1.5  # collected, stored, published, delivered (poll granularity included)
+
+
+def test_other_devices_topic_is_not_authorized(mqtt_env, subscriber, run_agent_proc, pki):
+    # Certificate of dev-a, but claiming to be dev-b: the ACL allows devices/dev-a/# only.
+    env = mqtt_env(identity=pki.issue("dev-a"), EDGEMON_CLIENT_ID="dev-b")
+    agent = run_agent_proc(env)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        errors = [r for r in agent.records() if "not authorized" in str(r.get("reason", ""))]
+        if errors:
+            break
+        time.sleep(0.1)
+    assert errors, agent.log.read_text()
+    assert "135" in errors[0]["reason"]
+    assert errors[0]["level"] == "error"
+    time.sleep(1.5)
+    assert subscriber.payloads() == [], "nothing may be delivered to another device's topic"
+    warnings = [r for r in agent.records() if r.get("msg") == "client id differs from the certificate's CN"]
+    assert warnings
+    assert agent.proc.poll() is None, "the agent keeps running"
+
+
+@pytest.mark.parametrize("kind", ["foreign", "expired", "missing"])
+def test_bad_client_certificates_log_one_clear_error_and_back_off(mqtt_env, run_agent_proc, pki, broker, kind):
+    if kind == "missing":
+        ident = pki.issue("dev-nocert")
+        env = mqtt_env(identity=ident)
+        env["EDGEMON_MQTT_CERT"] = str(ident.cert.with_name("nope.crt"))
+        agent = run_agent_proc(env)
+        assert agent.proc.wait(15) == 2
+        assert "mqtt.cert: cannot read" in agent.log.read_text()
+        return
+    ident = pki.issue("dev-bad", foreign=kind == "foreign", expired=kind == "expired")
+    agent = run_agent_proc(mqtt_env(identity=ident))
+    time.sleep(6)
+    assert agent.proc.poll() is None, "no crash"
+    failures = [r for r in agent.records() if r.get("msg") == "cannot connect to the broker; retrying with back-off"]
+    assert len(failures) == 1, "one clear error, not one per attempt"
+    assert "certificate" in failures[0]["reason"]
+    status = json.loads((agent.state_dir / "status.json").read_text())
+    assert 2 <= status["connect_failures"] <= 40, "retries with back-off, no spinning"
+    assert status["state"] == "disconnected"
+
