@@ -68,9 +68,7 @@ class Pki:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-            )
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256())
         )
         return key, cert
@@ -85,9 +83,13 @@ class Pki:
         key = self._key()
         ca_key, ca_cert = (self.foreign_key, self.foreign_cert) if foreign else (self.ca_key, self.ca_cert)
         now = dt.datetime.now(dt.UTC)
-        start, end = (now - dt.timedelta(days=10), now - dt.timedelta(days=1)) if expired else (
-            now - dt.timedelta(days=1),
-            now + dt.timedelta(days=30),
+        start, end = (
+            (now - dt.timedelta(days=10), now - dt.timedelta(days=1))
+            if expired
+            else (
+                now - dt.timedelta(days=1),
+                now + dt.timedelta(days=30),
+            )
         )
         builder = (
             x509.CertificateBuilder()
@@ -132,7 +134,7 @@ def free_port() -> int:
 class Mosquitto:
     """A real mosquitto broker with mutual TLS and the per-device ACL."""
 
-    def __init__(self, workdir: Path, pki: Pki, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, pki: Pki, port: int | None = None, plain_port: int | None = None) -> None:
         self.workdir = workdir
         self.pki = pki
         self.port = port or free_port()
@@ -170,6 +172,8 @@ class Mosquitto:
             "use_identity_as_username true",
             f"acl_file {acl}",
         ]
+        if plain_port is not None:  # loopback plain TCP, for the insecure-local development mode
+            lines += [f"listener {plain_port} 127.0.0.1", "allow_anonymous true"]
         if os.geteuid() == 0:
             lines.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read our temp dir (trap 12)
         self.conf.write_text("\n".join(lines) + "\n")
@@ -208,6 +212,7 @@ class Subscriber:
     """An awscrt MQTT 5 client with the collector's certificate, recording what it receives."""
 
     def __init__(self, broker: Mosquitto, identity: Identity, topic: str = "devices/+/monitoring") -> None:
+        """Connect with a persistent session (REJOIN_ALWAYS, ANCHORS trap 3) so broker restarts lose nothing."""
         import threading
 
         from awscrt import mqtt5
@@ -223,6 +228,8 @@ class Subscriber:
             pri_key_filepath=str(identity.key),
             ca_filepath=str(broker.pki.ca_path),
             client_id=f"{identity.cn}-{free_port()}",
+            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            session_expiry_interval_sec=3600,
             enable_metrics_collection=False,
             min_reconnect_delay_ms=200,
             max_reconnect_delay_ms=1000,
@@ -247,7 +254,7 @@ class Subscriber:
         with self._lock:
             return [json.loads(body) for _, body in self.messages]
 
-    def wait_for(self, predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self.payloads()):
