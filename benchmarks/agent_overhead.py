@@ -117,12 +117,36 @@ def main() -> None:
         "EDGEMON_LOG_LEVEL": "warning",
         "EDGEMON_CLIENT_ID": "bench",
     }
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.harness import COLLECTOR_CN, Mosquitto, Pki, Subscriber
+
+    work = Path(tempfile.mkdtemp(prefix="edgemon-bench-mqtt-"))
+    pki = Pki(work / "pki")
+    broker = Mosquitto(work / "broker", pki)
+    broker.start()
+    subscriber = Subscriber(broker, pki.issue(COLLECTOR_CN))
+    device = pki.issue("bench-mqtt")
+    mqtt_env = {
+        **env,
+        "EDGEMON_STATE_DIR": str(work / "state"),
+        "EDGEMON_CLIENT_ID": "bench-mqtt",
+        "EDGEMON_MQTT_ENDPOINT": "localhost",
+        "EDGEMON_MQTT_PORT": str(broker.port),
+        "EDGEMON_MQTT_CA": str(pki.ca_path),
+        "EDGEMON_MQTT_CERT": str(device.cert),
+        "EDGEMON_MQTT_KEY": str(device.key),
+    }
     procs = {
         "bare psutil loop": subprocess.Popen([sys.executable, "-c", BARE_LOOP], stdout=subprocess.DEVNULL),
         "edgemon-agent (stdout)": subprocess.Popen(
             [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "stdout"],
             stdout=subprocess.DEVNULL,
             env=env,
+        ),
+        "edgemon-agent (MQTT, mTLS)": subprocess.Popen(
+            [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "mqtt"],
+            stdout=subprocess.DEVNULL,
+            env=mqtt_env,
         ),
     }
     try:
@@ -131,11 +155,15 @@ def main() -> None:
         for p in procs.values():
             p.terminate()
             p.wait(10)
+        received = len(subscriber.messages)
+        subscriber.stop()
+        broker.stop()
     base_cpu, base_rss = results["bare psutil loop"]
     print(f"agent overhead, 1 s interval, {args.duration:g} s measured ({os.cpu_count()} CPUs)")
     print(f"{'process':<28} {'CPU % of one core':>18} {'peak RSS MB':>12} {'CPU ratio':>10} {'RSS ratio':>10}")
     for name, (cpu, rss) in results.items():
         print(f"{name:<28} {cpu:18.3f} {rss:12.1f} {cpu / base_cpu:10.2f} {rss / base_rss:10.2f}")
+    print(f"payloads received over MQTT by a subscriber: {received}")
     costly_calls()
 
 

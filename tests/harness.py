@@ -262,5 +262,11 @@ class Subscriber:
             time.sleep(0.05)
         return bool(predicate(self.payloads()))
 
+    def wait_count(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.messages) < n:
+            time.sleep(0.05)
+        return len(self.messages) >= n
+
     def stop(self) -> None:
         self.client.stop()

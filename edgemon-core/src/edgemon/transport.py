@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemon.buffer import Buffer
+from edgemon.certs import subject_cn
 from edgemon.config import Config, ConfigError, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,6 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def certificate_cn(path: str) -> str | None:
-    """Return the subject common name of a PEM certificate (``None`` if it has none)."""
-    from cryptography import x509  # noqa: PLC0415 - only when a certificate is configured
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
-
-
 def check_settings(config: Config) -> str:
     """Check the MQTT settings and return the client id to use.
 
@@ -119,7 +110,7 @@ def check_settings(config: Config) -> str:
             extra={"path": mqtt.key, "reason": f"mode {stat.filemode(mode)}"},
         )
     try:
-        cn = certificate_cn(mqtt.cert)
+        cn = subject_cn(mqtt.cert)
     except ValueError as exc:
         raise ConfigError(f"mqtt.cert: {mqtt.cert} is not a PEM certificate: {exc}") from exc
     if not config.agent.client_id:
@@ -252,6 +243,8 @@ class Connection:
 
     def _on_disconnect(self, data: Any) -> None:
         self.connected.clear()
+        if self.status.state == "stopped":  # our own stop()
+            return
         self.status.state = "disconnected"
         exc = data.exception
         name = getattr(exc, "name", type(exc).__name__) if exc is not None else "disconnected"
@@ -333,7 +326,10 @@ class Forwarder:
         last = time.monotonic()
         last_status = 0.0
         while not self._stop.is_set():
-            self._wake.wait(0.05)
+            # Event-driven: woken by a new payload, a PUBACK or a connection change. It
+            # polls (for the drain rate and the back-off) only while a backlog waits.
+            backlog = len(self.buffer) > len(self._inflight) + len(self._live)
+            self._wake.wait(0.05 if backlog else 1.0)
             self._wake.clear()
             self._complete()
             now = time.monotonic()
@@ -350,6 +346,8 @@ class Forwarder:
                 if entry is not None and entry.id not in self._inflight:
                     self._send(entry.id, entry.seq, entry.topic, entry.body)
             room = min(int(tokens), self.max_inflight - len(self._inflight))
+            if len(self.buffer) <= len(self._inflight):
+                continue
             for entry in self.buffer.oldest(room, exclude=self._inflight):
                 self._send(entry.id, entry.seq, entry.topic, entry.body)
                 tokens -= 1
