@@ -98,7 +98,7 @@ def test_status_command(mqtt_env, subscriber, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         assert subscriber.wait_for(lambda ps: len(ps) >= 2, 15)
-        time.sleep(1.2)
+        time.sleep(5.5)  # status.json is rewritten every STATUS_EVERY seconds
         result = run_agent("status", "--json", env=env)
     finally:
         proc.terminate()

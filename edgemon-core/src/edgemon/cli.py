@@ -243,7 +243,7 @@ def _status(config: Config, as_json: bool) -> int:
         transport = json.loads((state / "status.json").read_text())
     except (OSError, ValueError):
         transport = {"state": "unknown (no status.json)"}
-    if transport.get("updated") and time.time() - transport["updated"] > 10 and transport.get("state") != "stopped":
+    if transport.get("updated") and time.time() - transport["updated"] > 30 and transport.get("state") != "stopped":
         transport["state"] = f"{transport.get('state')} (stale: agent not running?)"
     out["connection"] = transport
     if as_json:

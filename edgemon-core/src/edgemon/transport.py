@@ -42,6 +42,8 @@ MAX_PAYLOAD = 128 * 1024
 """AWS IoT Core's message size limit; larger payloads are refused before publishing."""
 
 NOT_AUTHORIZED = 135
+STATUS_EVERY = 5.0
+"""Seconds between rewrites of ``status.json`` (more often costs measurable CPU on a small board)."""
 
 HINTS = {
     "AWS_IO_TLS_ERROR_READ_FAILURE": (
@@ -329,13 +331,13 @@ class Forwarder:
             # Event-driven: woken by a new payload, a PUBACK or a connection change. It
             # polls (for the drain rate and the back-off) only while a backlog waits.
             backlog = len(self.buffer) > len(self._inflight) + len(self._live)
-            self._wake.wait(0.05 if backlog else 1.0)
+            self._wake.wait(0.05 if backlog else STATUS_EVERY)
             self._wake.clear()
             self._complete()
             now = time.monotonic()
             tokens = min(self.rate, tokens + (now - last) * self.rate)  # burst of at most one second
             last = now
-            if now - last_status >= 1.0:
+            if now - last_status >= STATUS_EVERY:
                 self.write_status()
                 last_status = now
             if not self.conn.connected.is_set() or now < self._retry_at:
