@@ -219,6 +219,7 @@ class Subscriber:
         from awsiot import mqtt5_client_builder
 
         self.messages: list[tuple[str, bytes]] = []
+        self.received_at: list[float] = []  # wall-clock arrival time of each message
         self._lock = threading.Lock()
         connected = threading.Event()
         self.client = mqtt5_client_builder.mtls_from_path(
@@ -247,6 +248,7 @@ class Subscriber:
         packet = data.publish_packet  # type: ignore[attr-defined]
         with self._lock:
             self.messages.append((packet.topic, bytes(packet.payload)))
+            self.received_at.append(time.time())
 
     def payloads(self) -> list[dict[str, object]]:
         import json

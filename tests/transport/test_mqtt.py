@@ -12,32 +12,25 @@ def seqs(payloads):
     return [p["seq"] for p in payloads]
 
 
-def test_payload_arrives_within_a_second(mqtt_env, subscriber, run_agent_proc):
+def test_payload_reaches_a_subscriber_on_devices_plus_monitoring(mqtt_env, subscriber, run_agent_proc):
     agent = run_agent_proc(mqtt_env("dev-1"))
-    assert subscriber.wait_for(lambda ps: len(ps) >= 2, timeout=15), agent.log.read_text()
-    t_first = time.time()
-    # Each payload's ts is its collection time; arrival is within a second of it.
-    assert subscriber.wait_for(lambda ps: len(ps) >= 4, timeout=10)
-    doc = subscriber.payloads()[-1]
-    lag = time.time() - t_first
-    assert lag < 5
+    assert subscriber.wait_for(lambda ps: len(ps) >= 3, timeout=15), agent.log.read_text()
     topic = subscriber.messages[-1][0]
     assert topic == "devices/dev-1/monitoring"
+    doc = subscriber.payloads()[-1]
     assert doc["device_id"] == "dev-1", "client id defaults to the certificate's CN"
     assert doc["metrics"]["agent"]["transport"]["connected"] is True
-    stop_code = agent.stop()
-    assert stop_code == 0
+    assert agent.stop() == 0
 
 
-def test_publish_latency_under_one_second(mqtt_env, subscriber, run_agent_proc):
+def test_payload_arrives_within_a_second_of_collection(mqtt_env, subscriber, run_agent_proc):
     from datetime import datetime
 
     run_agent_proc(mqtt_env("dev-lat"))
-    assert subscriber.wait_for(lambda ps: len(ps) >= 3, timeout=15)
-    received_at = time.time()
-    last = subscriber.payloads()[-1]
-    ts = datetime.fromisoformat(last["ts"].replace("Z", "+00:00")).timestamp()
-    assert received_at - ts < 1.5  # collected, stored, published, delivered (poll granularity included)
+    assert subscriber.wait_for(lambda ps: len(ps) >= 4, timeout=15)
+    for doc, arrived in list(zip(subscriber.payloads(), subscriber.received_at, strict=False))[1:]:
+        collected = datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
+        assert 0 <= arrived - collected < 1.0, (doc["seq"], arrived - collected)
 
 
 def test_other_devices_topic_is_not_authorized(mqtt_env, subscriber, run_agent_proc, pki):
