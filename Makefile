@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml
 PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
 
-.PHONY: install lint typecheck pytest test run bench clean
+.PHONY: install lint typecheck pytest test run bench clean system-deps
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The transport tests start their own mosquitto (a real broker with mutual TLS).
+system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	    else \
+	        echo "mosquitto is needed by the tests: sudo apt-get install mosquitto (or your OS's package)"; exit 1; \
+	    fi; \
+	fi
+
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest

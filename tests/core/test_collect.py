@@ -104,7 +104,6 @@ def test_collector_returning_a_non_dict_is_an_error(make_agent):
 
 
 def test_per_plugin_interval_runs_collector_less_often(make_agent):
-    calls = []
     plugin = plugin_module(
         "p",
         """

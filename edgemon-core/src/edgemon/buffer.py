@@ -69,8 +69,14 @@ class Buffer:
                 if src.exists():
                     src.rename(f"{aside}{suffix}")
             self._db = self._open()
+        self._load_counters()
+
+    def _load_counters(self) -> None:
+        """Read depth, size and the dropped count from the file (they are then kept in memory)."""
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
+        row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        self._dropped = int(row[0]) if row else 0
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -98,9 +104,7 @@ class Buffer:
     @property
     def dropped(self) -> int:
         """Payloads deleted unsent because the buffer was full (since the file was created)."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-        return int(row[0]) if row else 0
+        return self._dropped
 
     def append(self, topic: str, seq: int, body: bytes, created: float | None = None) -> int:
         """Store a payload durably; drop the oldest when over the bound. Returns its id."""
@@ -117,8 +121,7 @@ class Buffer:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
-                row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()
-                self._count, self._bytes = int(row[0]), int(row[1])
+                self._load_counters()
                 raise
         if dropped:
             first, last, n = dropped
@@ -149,6 +152,7 @@ class Buffer:
             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             (n,),
         )
+        self._dropped += n
         return first, last, n
 
     def oldest(self, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Entry]:
@@ -190,8 +194,8 @@ class Buffer:
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest buffered payload was stored (``None`` when empty)."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(created) FROM outbox").fetchone()
-        if row[0] is None:
+            row = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()  # the PK, no scan
+        if row is None:
             return None
         return (time.time() if now is None else now) - float(row[0])
 

@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -219,8 +220,6 @@ def _run(agent: Agent) -> int:
 
 def _status(config: Config, as_json: bool) -> int:
     """Print the send buffer and the running agent's connection state."""
-    import time  # noqa: PLC0415
-
     from edgemon.buffer import Buffer  # noqa: PLC0415
 
     state = Path(config.agent.state_dir)
