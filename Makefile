@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml
+PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
 PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
 
 .PHONY: install lint typecheck pytest test run bench clean system-deps
@@ -11,7 +11,7 @@ PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-exa
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-core,$(PKGS)),-e $(p)) -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test]' -r requirements-dev.txt
 	# A real third-party plugin, installed the way users install one (not editable).
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@
@@ -25,7 +25,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# The transport tests start their own mosquitto (a real broker with mutual TLS).
+# The transport tests start their own mosquitto (a real broker with mutual TLS); the
+# storage tests also run against a real PostgreSQL on 127.0.0.1:5432 (EDGEMON_TEST_PG).
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -33,6 +34,15 @@ system-deps:
 	    else \
 	        echo "mosquitto is needed by the tests: sudo apt-get install mosquitto (or your OS's package)"; exit 1; \
 	    fi; \
+	fi
+	@if [ -z "$$EDGEMON_TEST_PG" ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+	    if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	    fi; \
+	    if command -v pg_ctlcluster >/dev/null 2>&1; then \
+	        pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | tail -1) main start || true; \
+	    fi; \
+	    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is needed on 127.0.0.1:5432 (or set EDGEMON_TEST_PG)"; exit 1; }; \
 	fi
 
 pytest: install system-deps

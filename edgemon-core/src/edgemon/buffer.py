@@ -1,8 +1,12 @@
 """The store-and-forward buffer: every payload is on disk before it is published.
 
 A payload is written to ``<state_dir>/buffer.db`` (stdlib ``sqlite3``, WAL,
-``synchronous=FULL``) and deleted only when the broker acknowledges it, so it
-survives ``kill -9`` and power loss. The buffer is bounded in bytes: past the
+``synchronous=FULL``) and moved out of the outbox only when the broker
+acknowledges it, so it survives ``kill -9`` and power loss. Acknowledged
+payloads are kept a while longer in a ``sent`` table (the newest
+``keep_sent``), so that the server can ask for a ``seq`` range again
+(:meth:`Buffer.requeue`) when a broker lost messages after acknowledging them
+(a broker killed before it delivered them: ANCHORS trap 7). The buffer is bounded in bytes: past the
 bound the **oldest** payloads are deleted, counted in ``dropped`` (persisted)
 and logged; nothing is dropped silently. A file SQLite cannot read is moved
 aside (``buffer.db.corrupt-<time>``) with an error log line and a fresh one
@@ -33,6 +37,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     body    BLOB    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (
+    seq   INTEGER NOT NULL,
+    topic TEXT    NOT NULL,
+    acked REAL    NOT NULL,
+    body  BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_seq ON sent (seq);
 """
 
 
@@ -50,11 +61,12 @@ class Entry:
 class Buffer:
     """A bounded FIFO of payloads on disk."""
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 100 * 1024 * 1024) -> None:
-        """Open (or create, or replace a corrupt) buffer file."""
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 100 * 1024 * 1024, keep_sent: int = 0) -> None:
+        """Open (or create, or replace a corrupt) buffer file; keep the newest ``keep_sent`` sent payloads."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self.keep_sent = keep_sent
         self._lock = threading.Lock()
         try:
             self._db = self._open()
@@ -174,22 +186,59 @@ class Buffer:
         return Entry(*row) if row else None
 
     def ack(self, ids: list[int]) -> None:
-        """Delete acknowledged payloads (one transaction)."""
+        """Move acknowledged payloads out of the outbox (one transaction), keeping the newest ``keep_sent``."""
         if not ids:
             return
+        now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for entry_id in ids:
+                    if self.keep_sent:
+                        self._db.execute(
+                            "INSERT INTO sent (seq, topic, acked, body) SELECT seq, topic, ?, body FROM outbox "
+                            "WHERE id = ?",
+                            (now, entry_id),
+                        )
                     row = self._db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(body)", (entry_id,))
                     deleted = row.fetchone()
                     if deleted is not None:
                         self._count -= 1
                         self._bytes -= int(deleted[0])
+                if self.keep_sent:  # rowids grow by one per insert: this is a range delete on the PK, no scan
+                    self._db.execute(
+                        "DELETE FROM sent WHERE rowid <= (SELECT MAX(rowid) FROM sent) - ?", (self.keep_sent,)
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def requeue(self, first: int, last: int) -> list[int]:
+        """Put the sent payloads with ``first <= seq <= last`` back in the outbox; returns their seqs.
+
+        Seqs no longer kept (older than the newest ``keep_sent``) are simply not returned.
+        """
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT rowid, seq, topic, body FROM sent WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+                ).fetchall()
+                for rowid, seq, topic, body in rows:
+                    self._db.execute(
+                        "INSERT INTO outbox (seq, topic, created, body) VALUES (?, ?, ?, ?)", (seq, topic, now, body)
+                    )
+                    self._db.execute("DELETE FROM sent WHERE rowid = ?", (rowid,))
+                    self._count += 1
+                    self._bytes += len(body)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._load_counters()
+                raise
+        return [int(row[1]) for row in rows]
 
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest buffered payload was stored (``None`` when empty)."""

@@ -83,6 +83,8 @@ class MqttSettings:
         insecure_local: plain TCP, allowed only to a loopback broker (development).
         topic: where payloads go; ``{client_id}`` is replaced.
         alerts_topic: where alerts will go (alerts issue).
+        commands_topic: prefix of the topics the agent takes commands from (``<prefix>/resend``).
+        resend_keep: acknowledged payloads kept on disk so the server can ask for them again (0: none).
         keep_alive: seconds between PINGREQs when idle.
         min_reconnect_delay: first reconnect back-off, seconds (full jitter).
         max_reconnect_delay: back-off cap, seconds.
@@ -99,6 +101,8 @@ class MqttSettings:
     insecure_local: bool = False
     topic: str = "devices/{client_id}/monitoring"
     alerts_topic: str = "devices/{client_id}/alerts"
+    commands_topic: str = "devices/{client_id}/commands"
+    resend_keep: int = 3600
     keep_alive: int = 60
     min_reconnect_delay: float = 1.0
     max_reconnect_delay: float = 60.0
@@ -156,6 +160,47 @@ def load(
         path = env["EDGEMON_CONFIG"]
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
+    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS, extra=("plugins",))
+    agent: AgentSettings = parsed["agent"]
+    if agent.timeout == 0:
+        agent = replace(agent, timeout=min(2.0, agent.interval / 2))
+    agent_raw = raw.get("agent", {})
+    _check_agent(agent, lambda key: where.at("agent", key) if key in agent_raw else "")
+    mqtt_raw = raw.get("mqtt", {})
+    check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in mqtt_raw else "")
+
+    plugins_raw = raw.get("plugins", {})
+    if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
+        raise ConfigError(f"{where.at('plugins', None)}[plugins.<name>] sections must be tables")
+    return Config(agent=agent, mqtt=parsed["mqtt"], plugins=plugins_raw, source=where.source, text=where.text)
+
+
+def load_sections(
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+    sections: Mapping[str, type[Any]],
+    env_maps: Mapping[str, Mapping[str, str]],
+    extra: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], dict[str, Any], Where]:
+    """Read a TOML file into one dataclass per section, then apply variables and flags.
+
+    Shared by the agent and the server (``edgemon_server.config``).
+
+    Args:
+        path: the TOML file, or ``None`` for defaults only.
+        env: the environment.
+        overrides: ``{section: {key: value}}`` from CLI flags; ``None`` values are ignored.
+        sections: section name -> dataclass with defaults.
+        env_maps: section name -> {variable name: key}.
+        extra: other sections the caller reads itself from the returned raw table.
+
+    Returns:
+        The settings per section, the raw TOML table, and a :class:`Where` for error messages.
+
+    Raises:
+        ConfigError: naming the file, line and key.
+    """
     raw: dict[str, Any] = {}
     text = ""
     source = None
@@ -170,11 +215,11 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
 
-    where = _Where(source, text)
-    for section in sorted(set(raw) - {*SECTIONS, "plugins"}):
+    where = Where(source, text)
+    for section in sorted(set(raw) - {*sections, *extra}):
         raise ConfigError(f"{where.at(section, None)}unknown section [{section}]")
     parsed: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         values = raw.get(section, {})
         if not isinstance(values, dict):
             raise ConfigError(f"{where.at(section, None)}[{section}] must be a table")
@@ -185,27 +230,14 @@ def load(
                     f"{where.at(section, key)}unknown key {section}.{key} (known: {', '.join(sorted(known))})"
                 )
         settings = _apply(cls(), section, values, functools.partial(where.at, section))
-        env_values = {key: env[var] for var, key in ENV_MAPS[section].items() if var in env}
-        settings = _apply(settings, section, env_values, lambda key, s=section: f"variable {_env(s, key)}: ")
+        env_map = env_maps[section]
+        env_values = {key: env[var] for var, key in env_map.items() if var in env}
+        names = {key: var for var, key in env_map.items()}
+        settings = _apply(settings, section, env_values, lambda key, n=names: f"variable {n[key]}: ")
         flag_values = {k: v for k, v in (overrides or {}).get(section, {}).items() if v is not None}
         settings = _apply(settings, section, flag_values, lambda key: f"option --{key.replace('_', '-')}: ")
         parsed[section] = settings
-    agent: AgentSettings = parsed["agent"]
-    if agent.timeout == 0:
-        agent = replace(agent, timeout=min(2.0, agent.interval / 2))
-    agent_raw = raw.get("agent", {})
-    _check_agent(agent, lambda key: where.at("agent", key) if key in agent_raw else "")
-    mqtt_raw = raw.get("mqtt", {})
-    _check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in mqtt_raw else "")
-
-    plugins_raw = raw.get("plugins", {})
-    if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
-        raise ConfigError(f"{where.at('plugins', None)}[plugins.<name>] sections must be tables")
-    return Config(agent=agent, mqtt=parsed["mqtt"], plugins=plugins_raw, source=source, text=text)
-
-
-def _env(section: str, key: str) -> str:
-    return next(var for var, k in ENV_MAPS[section].items() if k == key)
+    return parsed, raw, where
 
 
 def _apply(base: Any, section: str, values: Mapping[str, Any], prefix: Any) -> Any:
@@ -268,16 +300,19 @@ def _check_agent(agent: AgentSettings, where: Any) -> None:
         )
 
 
-def _check_mqtt(mqtt: MqttSettings, where: Any) -> None:
+def check_mqtt(mqtt: MqttSettings, where: Any) -> None:
+    """Check the ``[mqtt]`` values; ``where(key)`` gives the file:line prefix of a key."""
     if not 0 < mqtt.port < 65536:
         raise ConfigError(f"{where('port')}mqtt.port: {mqtt.port} is not a TCP port")
     if not 0 < mqtt.min_reconnect_delay <= mqtt.max_reconnect_delay:
         raise ConfigError(
             f"{where('min_reconnect_delay')}mqtt.min_reconnect_delay: must be > 0 and <= max_reconnect_delay"
         )
+    if mqtt.resend_keep < 0:
+        raise ConfigError(f"{where('resend_keep')}mqtt.resend_keep: must be >= 0")
     if mqtt.drain_rate <= 0 or mqtt.max_inflight < 1 or mqtt.keep_alive < 0:
         raise ConfigError(f"{where('drain_rate')}mqtt: drain_rate and max_inflight must be positive")
-    for key in ("topic", "alerts_topic"):
+    for key in ("topic", "alerts_topic", "commands_topic"):
         topic = getattr(mqtt, key)
         if "{client_id}" not in topic or any(c in topic for c in "+#"):
             raise ConfigError(f"{where(key)}mqtt.{key}: {topic!r} must contain {{client_id}} and no wildcard")
@@ -289,7 +324,7 @@ def plugin_settings(config: Config, name: str, defaults: Mapping[str, Any], vali
     Raises:
         ConfigError: for an unknown key, a value of the wrong type, or what ``validate`` rejects.
     """
-    where = _Where(config.source, config.text)
+    where = Where(config.source, config.text)
     section = f"plugins.{name}"
     merged: dict[str, Any] = {**CORE_PLUGIN_KEYS, **defaults}
     for key, value in config.plugins.get(name, {}).items():
@@ -312,14 +347,16 @@ def plugin_settings(config: Config, name: str, defaults: Mapping[str, Any], vali
     return merged
 
 
-class _Where:
+class Where:
     """Finds the line of ``[section]`` / ``key =`` in the file text, for error messages."""
 
     def __init__(self, source: str | None, text: str) -> None:
         self.source = source
+        self.text = text
         self.lines = text.splitlines()
 
     def at(self, section: str, key: str | None) -> str:
+        """``"<file>:<line>: "`` of the key (or section header), ``""`` without a file."""
         if self.source is None:
             return ""
         header = re.compile(r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*") + r"\s*\]")

@@ -57,11 +57,14 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup(level: str = "info", fmt: str = "text", device: str | None = None) -> None:
-    """Send ``edgemon`` logs to stderr in the chosen format (stdout is for payloads)."""
+def setup(
+    level: str = "info", fmt: str = "text", device: str | None = None, loggers: tuple[str, ...] = ("edgemon",)
+) -> None:
+    """Send the ``loggers``' records to stderr in the chosen format (stdout is for payloads)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(device) if fmt == "json" else TextFormatter())
-    root = logging.getLogger("edgemon")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name in loggers:
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(level.upper())
+        root.propagate = False

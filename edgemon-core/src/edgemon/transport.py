@@ -11,6 +11,12 @@ every operation on disconnect and the forwarder re-sends from disk after the
 reconnect. Duplicates are possible (a PUBACK lost with the connection), losses
 are not; the server discards duplicates by ``seq``.
 
+A broker can still lose a message after its PUBACK (killed before it
+delivered it). The buffer therefore keeps the newest ``mqtt.resend_keep``
+acknowledged payloads, and the agent subscribes to
+``devices/<id>/commands/#``: a ``resend`` command ``{"from": a, "to": b}``
+from the server (which sees the hole in ``seq``) puts them back in the outbox.
+
 awscrt and awsiotsdk are imported only when MQTT is used, which keeps
 ``edgemon-agent once`` and the stdout mode light.
 """
@@ -30,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from edgemon.buffer import Buffer
 from edgemon.certs import subject_cn
@@ -148,6 +154,34 @@ class TransportStatus:
     updated: float = 0.0
 
 
+MAX_RESEND = 100_000
+"""Largest ``seq`` range one resend command may ask for."""
+
+
+def parse_resend(body: bytes) -> tuple[int, int]:
+    """Parse a ``resend`` command body ``{"from": a, "to": b}``.
+
+    Raises:
+        ValueError: with the reason, for anything else.
+    """
+    try:
+        command = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(command, dict):
+        raise ValueError("not a JSON object")
+    first, last = command.get("from"), command.get("to")
+    if not (_count(first) and _count(last)):
+        raise ValueError("'from' and 'to' must be integers >= 0")
+    if not first <= last < first + MAX_RESEND:
+        raise ValueError(f"range {first}..{last} is empty or longer than {MAX_RESEND}")
+    return first, last
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class Connection:
     """An awscrt MQTT 5 client with logging of lifecycle events and clear errors."""
 
@@ -161,6 +195,8 @@ class Connection:
         self.status = status
         self.connected = threading.Event()
         self.on_change: Callable[[], None] = lambda: None
+        self.commands = mqtt.commands_topic.format(client_id=client_id)
+        self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
         self._logged: set[str] = set()
         self.client = self._build()
 
@@ -191,6 +227,7 @@ class Connection:
             "on_lifecycle_disconnection": self._on_disconnect,
             "on_lifecycle_stopped": lambda _data: None,
             "on_lifecycle_attempting_connect": lambda _data: None,
+            "on_publish_received": self._on_publish,
         }
         if m.insecure_local:
             options = mqtt5.ClientOptions(
@@ -208,6 +245,7 @@ class Connection:
                 on_lifecycle_event_connection_success_fn=self._on_success,
                 on_lifecycle_event_connection_failure_fn=self._on_failure,
                 on_lifecycle_event_disconnection_fn=self._on_disconnect,
+                on_publish_callback_fn=self._on_publish,
             )
             return mqtt5.Client(options)
         from awsiot import mqtt5_client_builder  # noqa: PLC0415
@@ -228,6 +266,27 @@ class Connection:
         log.info("connected", extra={"reason": f"{self.settings.endpoint}:{self.settings.port}"})
         self.connected.set()
         self.on_change()
+        # A clean session: subscribe again on every connection.
+        mqtt5 = self.mqtt5
+        packet = mqtt5.SubscribePacket(
+            subscriptions=[mqtt5.Subscription(topic_filter=f"{self.commands}/#", qos=mqtt5.QoS.AT_LEAST_ONCE)]
+        )
+        self.client.subscribe(packet).add_done_callback(self._subscribed)
+
+    def _subscribed(self, future: Future[Any]) -> None:
+        exc = future.exception()
+        codes = [int(c) for c in getattr(future.result(), "reason_codes", [])] if exc is None else []
+        if exc is not None or any(code >= 128 for code in codes):
+            log.warning(
+                "cannot subscribe to commands; the server cannot ask for lost payloads again",
+                extra={"topic": f"{self.commands}/#", "reason": repr(exc) if exc is not None else f"codes {codes}"},
+            )
+
+    def _on_publish(self, data: Any) -> None:
+        packet = data.publish_packet
+        topic = str(packet.topic)
+        if topic.startswith(self.commands + "/"):
+            self.on_command(topic[len(self.commands) + 1 :], bytes(packet.payload or b""))
 
     def _on_failure(self, data: Any) -> None:
         self.status.state = "disconnected"
@@ -310,8 +369,33 @@ class Forwarder:
         self._retry_at = 0.0
         self._failure_delay = 1.0
         self._logged: set[str] = set()
+        self._resends: deque[bytes] = deque()
         self._thread = threading.Thread(target=self._loop, name="edgemon-forwarder", daemon=True)
         connection.on_change = self._wake.set
+        connection.on_command = self.command
+
+    def command(self, name: str, body: bytes) -> None:
+        """A command from the server (on an awscrt thread: queued for the forwarder thread)."""
+        if name == "resend":
+            self._resends.append(body)
+            self._wake.set()
+            return
+        log.warning("unknown command ignored", extra={"reason": f"command {name!r}"})
+
+    def _resend(self) -> None:
+        while self._resends:
+            body = self._resends.popleft()
+            try:
+                first, last = parse_resend(body)
+            except ValueError as exc:
+                log.warning("bad resend command ignored", extra={"reason": str(exc)})
+                continue
+            seqs = self.buffer.requeue(first, last)
+            missing = (last - first + 1) - len(set(seqs))
+            log.info(
+                "server asked for payloads again",
+                extra={"reason": f"seq {first}..{last}: {len(seqs)} requeued, {missing} no longer kept"},
+            )
 
     def start(self) -> None:
         """Start the forwarder thread."""
@@ -334,6 +418,7 @@ class Forwarder:
             self._wake.wait(0.05 if backlog else STATUS_EVERY)
             self._wake.clear()
             self._complete()
+            self._resend()
             now = time.monotonic()
             tokens = min(self.rate, tokens + (now - last) * self.rate)  # burst of at most one second
             last = now
@@ -449,7 +534,9 @@ class MqttSink:
         self.topic = config.mqtt.topic.format(client_id=client_id)
         self.alerts_topic = config.mqtt.alerts_topic.format(client_id=client_id)
         self.status = TransportStatus()
-        self.buffer = Buffer(state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024))
+        self.buffer = Buffer(
+            state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024), keep_sent=config.mqtt.resend_keep
+        )
         self.connection = Connection(config.mqtt, client_id, self.status)
         self.forwarder = Forwarder(self.buffer, self.connection, config.mqtt, state / "status.json")
 

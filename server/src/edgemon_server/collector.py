@@ -1,0 +1,298 @@
+"""The MQTT collector: subscribe, queue, write in batches, acknowledge after commit.
+
+Flow of a message::
+
+    broker -> awscrt callback thread: take control of the PUBACK, put on a bounded queue
+           -> writer thread: batch -> Store.write (one transaction) -> commit
+           -> PUBACK of every message of the batch (valid or rejected)
+
+The callback thread never waits on the database. The collector keeps a
+persistent session (``REJOIN_ALWAYS``, ANCHORS trap 3) and acknowledges a
+QoS 1 message only once its batch is committed (ANCHORS, "Acknowledge after
+commit"): a collector that dies between receipt and commit gets the message
+again from the broker. The broker sends at most ``receive_maximum``
+unacknowledged messages, which also bounds the queue.
+
+Several collectors may share the load as members of one MQTT 5 shared
+subscription (``$share/<group>/devices/+/monitoring``), each with its own
+client id and persistent session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from edgemon.certs import subject_cn
+from edgemon.config import ConfigError
+from edgemon.transport import HINTS, is_aws_endpoint, is_loopback
+from edgemon_server.config import ServerConfig
+from edgemon_server.gaps import GapTracker
+from edgemon_server.store import Message, Store
+
+log = logging.getLogger(__name__)
+
+TOPIC = "devices/+/monitoring"
+SWEEP_EVERY = 1.0
+
+
+@dataclass
+class CollectorStats:
+    """Counters since start (``/healthz`` and logs)."""
+
+    state: str = "starting"
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    samples: int = 0
+    batches: int = 0
+    resend_requests: int = 0
+    db_errors: int = 0
+    last_commit: float | None = None
+    started: float = field(default_factory=time.time)
+
+
+def topic_filter(group: str) -> str:
+    """The subscription: shared when ``group`` is set."""
+    return f"$share/{group}/{TOPIC}" if group else TOPIC
+
+
+def client_id_for(config: ServerConfig) -> str:
+    """``server.client_id``, else the certificate's CN, else ``edgemon-collector``."""
+    if config.server.client_id:
+        return config.server.client_id
+    if config.mqtt.cert and not config.mqtt.insecure_local:
+        try:
+            return subject_cn(config.mqtt.cert) or "edgemon-collector"
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"mqtt.cert: {config.mqtt.cert}: {exc}") from exc
+    return "edgemon-collector"
+
+
+class Collector:
+    """Subscribes and stores; :meth:`start` and :meth:`stop` it."""
+
+    def __init__(self, config: ServerConfig, store: Store) -> None:
+        """Check the settings and build the client (nothing connects before :meth:`start`)."""
+        from awscrt import mqtt5  # noqa: PLC0415 - the API process does not need awscrt
+
+        self.mqtt5 = mqtt5
+        self.config = config
+        self.store = store
+        self.gaps: GapTracker | None = store.gaps
+        self.stats = CollectorStats()
+        s = config.server
+        self.queue: queue.Queue[Message] = queue.Queue(maxsize=s.receive_maximum + 1000)
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="edgemon-writer", daemon=True)
+        self.client_id = client_id_for(config)
+        self.topic = topic_filter(s.shared_group)
+        self.client = self._build()
+
+    def _build(self) -> Any:
+        mqtt5 = self.mqtt5
+        m = self.config.mqtt
+        s = self.config.server
+        if not m.endpoint:
+            raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
+        aws = is_aws_endpoint(m.endpoint)
+        connect = mqtt5.ConnectPacket(
+            client_id=self.client_id,
+            keep_alive_interval_sec=m.keep_alive,
+            session_expiry_interval_sec=s.session_expiry,
+            receive_maximum=s.receive_maximum,
+        )
+        common: dict[str, Any] = {
+            "session_behavior": mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            "extended_validation_and_flow_control_options": (
+                mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
+                if aws
+                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE  # else 100 publishes/s (ANCHORS trap 6)
+            ),
+            "offline_queue_behavior": mqtt5.ClientOperationQueueBehaviorType.FAIL_QOS0_PUBLISH_ON_DISCONNECT,
+            "retry_jitter_mode": mqtt5.ExponentialBackoffJitterMode.FULL,
+            "min_reconnect_delay_ms": int(m.min_reconnect_delay * 1000),
+            "max_reconnect_delay_ms": int(m.max_reconnect_delay * 1000),
+            "connack_timeout_ms": int(m.connect_timeout * 1000),
+        }
+        if m.insecure_local:
+            if not is_loopback(m.endpoint):
+                raise ConfigError(f"mqtt.insecure_local: refusing plain TCP to {m.endpoint!r} (not loopback)")
+            log.warning("MQTT without TLS to a loopback broker (insecure_local): for development only")
+            return mqtt5.Client(
+                mqtt5.ClientOptions(
+                    host_name=m.endpoint,
+                    port=m.port,
+                    connect_options=connect,
+                    on_publish_callback_fn=self._on_publish,
+                    on_lifecycle_event_connection_success_fn=self._on_success,
+                    on_lifecycle_event_connection_failure_fn=self._on_failure,
+                    on_lifecycle_event_disconnection_fn=self._on_disconnect,
+                    **common,
+                )
+            )
+        for key in ("ca", "cert", "key"):
+            if not getattr(m, key):
+                raise ConfigError(f"mqtt.{key} (EDGEMON_MQTT_{key.upper()}) is required for mutual TLS")
+        from awsiot import mqtt5_client_builder  # noqa: PLC0415
+
+        return mqtt5_client_builder.mtls_from_path(
+            endpoint=m.endpoint,
+            port=m.port,
+            cert_filepath=m.cert,
+            pri_key_filepath=m.key,
+            ca_filepath=m.ca,
+            connect_options=connect,
+            enable_metrics_collection=aws,
+            on_publish_received=self._on_publish,
+            on_lifecycle_connection_success=self._on_success,
+            on_lifecycle_connection_failure=self._on_failure,
+            on_lifecycle_disconnection=self._on_disconnect,
+            **common,
+        )
+
+    # --- awscrt threads -------------------------------------------------------------------------
+
+    def _on_publish(self, data: Any) -> None:
+        packet = data.publish_packet
+        acquire = data.acquire_publish_acknowledgement_control
+        handle = acquire() if acquire is not None else None  # QoS 1: PUBACK only after the commit
+        msg = Message(str(packet.topic), bytes(packet.payload or b""), time.time(), handle)
+        try:
+            self.queue.put_nowait(msg)
+        except queue.Full:  # only QoS 0 floods can get here (QoS 1 is bounded by receive_maximum)
+            log.warning("ingest queue full; waiting for the writer", extra={"topic": msg.topic})
+            self.queue.put(msg)
+
+    def _on_success(self, data: Any) -> None:
+        present = bool(getattr(data.connack_packet, "session_present", False))
+        self.stats.state = "connected"
+        self.connected.set()
+        log.info(
+            "collector connected",
+            extra={"reason": f"{self.config.mqtt.endpoint}:{self.config.mqtt.port} session_present={present}"},
+        )
+        packet = self.mqtt5.SubscribePacket(
+            subscriptions=[self.mqtt5.Subscription(topic_filter=self.topic, qos=self.mqtt5.QoS.AT_LEAST_ONCE)]
+        )
+        self.client.subscribe(packet).add_done_callback(self._subscribed)
+
+    def _subscribed(self, future: Any) -> None:
+        exc = future.exception()
+        codes = [int(c) for c in getattr(future.result(), "reason_codes", [])] if exc is None else []
+        if exc is not None or any(code >= 128 for code in codes):
+            log.error(
+                "subscription refused",
+                extra={"topic": self.topic, "reason": repr(exc) if exc is not None else f"reason codes {codes}"},
+            )
+        else:
+            log.info("subscribed", extra={"topic": self.topic})
+
+    def _on_failure(self, data: Any) -> None:
+        self.stats.state = "disconnected"
+        exc = data.exception
+        name = getattr(exc, "name", type(exc).__name__)
+        log.error("collector cannot connect; retrying", extra={"reason": f"{name}: {HINTS.get(name, exc)}"})
+
+    def _on_disconnect(self, data: Any) -> None:
+        self.connected.clear()
+        if self.stats.state != "stopped":
+            self.stats.state = "disconnected"
+            log.warning("collector disconnected", extra={"reason": repr(data.exception)})
+
+    # --- writer thread --------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[Message]:
+        """Block for one message, then take what is queued, up to ``batch_rows`` samples or ``batch_ms``."""
+        try:
+            first = self.queue.get(timeout=SWEEP_EVERY)
+        except queue.Empty:
+            return []
+        batch = [first]
+        rows = len(first.body) // 20  # ~20 bytes of JSON per leaf: a cheap estimate before parsing
+        deadline = time.monotonic() + self.config.server.batch_ms / 1000
+        while rows < self.config.server.batch_rows and time.monotonic() < deadline:
+            try:
+                msg = self.queue.get_nowait()
+            except queue.Empty:
+                break  # group commit: whatever arrived while the last commit ran
+            batch.append(msg)
+            rows += len(msg.body) // 20
+        return batch
+
+    def _write_loop(self) -> None:
+        last_sweep = 0.0
+        batch: list[Message] = []
+        delay = 0.5
+        while not (self._stop.is_set() and self.queue.empty() and not batch):
+            if not batch:
+                batch = self._next_batch()
+            if batch:
+                try:
+                    result = self.store.write(batch)
+                except OperationalError as exc:
+                    self.stats.db_errors += 1
+                    log.error(
+                        "database unavailable; batch kept, not acknowledged",
+                        extra={"reason": str(exc.orig).splitlines()[0][:300] if exc.orig else repr(exc)},
+                    )
+                    self._stop.wait(delay)
+                    delay = min(30.0, delay * 2)
+                    continue
+                delay = 0.5
+                for msg in batch:
+                    if msg.ack is not None:
+                        self.client.invoke_publish_acknowledgement(msg.ack)
+                st = self.stats
+                st.received += len(batch)
+                st.stored += result.stored
+                st.duplicates += result.duplicates
+                st.rejected += result.rejected
+                st.samples += result.samples
+                st.batches += 1
+                st.last_commit = time.time()
+                batch = []
+            now = time.monotonic()
+            if now - last_sweep >= SWEEP_EVERY:
+                last_sweep = now
+                self._ask_for_gaps()
+
+    def _ask_for_gaps(self) -> None:
+        if self.gaps is None or not self.connected.is_set():
+            return
+        for gap in self.gaps.due(time.time()):
+            topic = f"devices/{gap.device}/commands/resend"
+            body = json.dumps({"from": gap.first, "to": gap.last}).encode()
+            self.client.publish(self.mqtt5.PublishPacket(topic=topic, payload=body, qos=self.mqtt5.QoS.AT_LEAST_ONCE))
+            self.stats.resend_requests += 1
+            log.info(
+                "asked a device for missing payloads",
+                extra={"device": gap.device, "reason": f"seq {gap.first}..{gap.last}, ask {gap.attempts}"},
+            )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer and connect."""
+        self._writer.start()
+        self.client.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the writer store and acknowledge what is queued, then disconnect.
+
+        What arrives after the writer is done is not acknowledged: the broker
+        keeps it in this collector's session for the next start.
+        """
+        self._stop.set()
+        self._writer.join(timeout)
+        self.stats.state = "stopped"
+        self.client.stop()

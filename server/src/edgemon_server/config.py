@@ -1,0 +1,129 @@
+"""Server configuration: a TOML file (``--config``), then ``EDGEMON_*`` variables, then flags.
+
+The ``[mqtt]`` section and its ``EDGEMON_MQTT_*`` variables are the agent's
+(:class:`edgemon.config.MqttSettings`); ``[server]`` is below. Example::
+
+    [server]
+    database_url = "postgresql+psycopg://edgemon@db/edgemon"
+    shared_group = "collectors"     # several collectors split the load
+
+    [mqtt]
+    endpoint = "broker.example.net"
+    ca = "/etc/edgemon/ca.pem"
+    cert = "/etc/edgemon/collector.crt"
+    key = "/etc/edgemon/collector.key"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgemon.config import ConfigError, MqttSettings, check_mqtt, load_sections
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` section (variables ``EDGEMON_<KEY>``).
+
+    Attributes:
+        database_url: SQLAlchemy URL; default a SQLite file under ``./var/``.
+        shared_group: join ``$share/<group>/devices/+/monitoring``; empty: a plain subscription.
+        http_bind: ``host:port`` of the HTTP API.
+        client_id: MQTT client id; default the certificate's CN. Each collector needs its own
+            (the broker keeps one persistent session per id).
+        session_expiry: seconds the broker keeps this collector's session (and its unacknowledged
+            messages) while it is away.
+        receive_maximum: QoS 1 messages the broker may have in flight to us; also bounds the queue.
+        batch_rows: a write transaction closes after this many samples...
+        batch_ms: ...or this many milliseconds after its first message.
+        max_payload_kb: larger payloads are rejected.
+        max_depth: deepest nesting of ``metrics``.
+        max_leaves: most leaves in one payload.
+        max_future_s: a ``ts`` further ahead of the server's clock is rejected.
+        resend_after: seconds a hole in a device's ``seq`` may stay open before the device is asked
+            to send the range again (0: never ask).
+        log_format: ``text`` or ``json``.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+    """
+
+    database_url: str = "sqlite:///var/edgemon.db"
+    shared_group: str = ""
+    http_bind: str = "127.0.0.1:8000"
+    client_id: str = ""
+    session_expiry: int = 86400
+    receive_maximum: int = 1000
+    batch_rows: int = 20000
+    batch_ms: int = 200
+    max_payload_kb: int = 256
+    max_depth: int = 8
+    max_leaves: int = 4096
+    max_future_s: float = 300.0
+    resend_after: float = 10.0
+    log_format: str = "text"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The whole server configuration."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    mqtt: MqttSettings = field(default_factory=lambda: MqttSettings(endpoint=""))
+    source: str | None = None
+
+
+SECTIONS: dict[str, type[Any]] = {"server": ServerSettings, "mqtt": MqttSettings}
+ENV_MAPS = {
+    "server": {f"EDGEMON_{f.name.upper()}": f.name for f in fields(ServerSettings)},
+    "mqtt": {f"EDGEMON_MQTT_{f.name.upper()}": f.name for f in fields(MqttSettings)},
+}
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ServerConfig:
+    """Build the effective configuration.
+
+    Raises:
+        ConfigError: naming the file, line and key.
+    """
+    env = os.environ if environ is None else environ
+    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS)
+    server: ServerSettings = parsed["server"]
+    server_raw = raw.get("server", {})
+
+    def at(key: str) -> str:
+        return where.at("server", key) if key in server_raw else ""
+
+    check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in raw.get("mqtt", {}) else "")
+    if server.log_format not in ("text", "json"):
+        raise ConfigError(f"{at('log_format')}server.log_format: {server.log_format!r} is not one of text, json")
+    if server.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{at('log_level')}server.log_level: {server.log_level!r} is not a level")
+    if server.shared_group and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", server.shared_group):
+        raise ConfigError(f"{at('shared_group')}server.shared_group: {server.shared_group!r}: letters, digits, _ . -")
+    if not re.fullmatch(r"\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}", server.http_bind):
+        raise ConfigError(f"{at('http_bind')}server.http_bind: {server.http_bind!r} is not host:port")
+    for key in ("receive_maximum", "batch_rows", "batch_ms", "max_payload_kb", "max_depth", "max_leaves"):
+        if getattr(server, key) < 1:
+            raise ConfigError(f"{at(key)}server.{key}: must be >= 1")
+    if not 1 <= server.receive_maximum <= 65535:
+        raise ConfigError(f"{at('receive_maximum')}server.receive_maximum: must be 1..65535")
+    if "://" not in server.database_url:
+        raise ConfigError(f"{at('database_url')}server.database_url: {server.database_url!r} is not a URL")
+    return ServerConfig(server=server, mqtt=parsed["mqtt"], source=where.source)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (to create its directory), else ``None``."""
+    match = re.match(r"sqlite(\+\w+)?:///(?P<path>[^?]+)", url)
+    if match is None or match["path"] == ":memory:":
+        return None
+    return Path(match["path"])

@@ -1,0 +1,137 @@
+"""The database schema (SQLAlchemy 2 typed models) and engine set-up.
+
+All times are integer **milliseconds since the epoch, UTC**. The schema is
+created and changed only by the alembic migrations in
+``edgemon_server/migrations`` (``edgemon-server db upgrade``); a test checks
+that autogenerate finds no difference between these models and them.
+
+Tables:
+
+- ``devices``: one row per device: first/last seen (server clock), the
+  latest payload's ``ts``, ``seq`` and interval, its attributes (the latest
+  string leaves) and counters (payloads received, duplicates).
+- ``series``: one row per (device, flat metric key).
+- ``samples``: (series, ts) -> value; the primary key makes writes
+  idempotent and is the index every read uses (``WITHOUT ROWID`` on SQLite).
+- ``payloads``: (device, seq, ts) of every stored payload: duplicates are
+  found here and holes in ``seq`` (missing payloads) are counted from it.
+- ``rejects``: the dead-letter table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from edgemon_server.config import sqlite_path
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the edgemon tables."""
+
+
+class Device(Base):
+    """A device, created by its first valid payload."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_seen: Mapped[int] = mapped_column(BigInteger)
+    last_seen: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    interval: Mapped[float] = mapped_column(Double)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Series(Base):
+    """One metric of one device."""
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("device_id", "key", name="uq_series_device_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1024))
+
+
+class Sample(Base):
+    """One value of one series at one time."""
+
+    __tablename__ = "samples"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative form
+
+    series_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    value: Mapped[float] = mapped_column(Double)
+
+
+class Payload(Base):
+    """That a payload was stored: the key of duplicate and gap detection."""
+
+    __tablename__ = "payloads"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received: Mapped[int] = mapped_column(BigInteger)
+
+
+class Reject(Base):
+    """A message that was not stored as samples, and why."""
+
+    __tablename__ = "rejects"
+    __table_args__ = (Index("ix_rejects_device_received", "device_id", "received"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received: Mapped[int] = mapped_column(BigInteger, index=True)
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(String(1024))
+    reason: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created.
+
+    SQLite runs with ``synchronous=FULL``: the collector acknowledges a message
+    to the broker only after its commit, so a commit must survive power loss.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine

@@ -1,0 +1,283 @@
+"""Batched, idempotent writes of validated payloads, with SQLAlchemy Core.
+
+One call of :meth:`Store.write` is one transaction for a batch of MQTT
+messages. Valid payloads become rows of ``samples``; invalid ones rows of
+``rejects``; a bad message never affects the others of its batch. Writes are
+idempotent: ``payloads`` (device, seq, ts) is inserted with ``ON CONFLICT DO
+NOTHING ... RETURNING``, and only the payloads it returns (the new ones) are
+written as samples, themselves inserted with ``ON CONFLICT DO NOTHING``. A
+broker redelivery or an agent replay is thus counted as a duplicate and stored
+once.
+
+The ingest path never builds ORM objects per sample (ANCHORS: 0.04x of the
+driver's speed); the ORM models only define the schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from edgemon_server.db import Base
+from edgemon_server.gaps import GapTracker
+from edgemon_server.validate import Accepted, Limits, RejectedError, device_of, parse
+
+log = logging.getLogger(__name__)
+
+DEVICES = Base.metadata.tables["devices"]
+SERIES = Base.metadata.tables["series"]
+SAMPLES = Base.metadata.tables["samples"]
+PAYLOADS = Base.metadata.tables["payloads"]
+REJECTS = Base.metadata.tables["rejects"]
+KEEP_BYTES = 1024
+"""How much of a rejected payload the dead-letter table keeps."""
+CHUNK = 500
+"""Payload rows per multi-row INSERT ... RETURNING (4 parameters each, far below SQLite's limit)."""
+
+
+@dataclass
+class Message:
+    """One MQTT message as received."""
+
+    topic: str
+    body: bytes
+    received: float
+    ack: Any = None
+    """awscrt's acknowledgement handle (QoS 1), sent back only after the commit."""
+
+
+@dataclass
+class Result:
+    """What one batch did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    samples: int = 0
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Store:
+    """Writes batches of messages; keeps per-process caches of series ids and attributes."""
+
+    def __init__(self, engine: Engine, limits: Limits | None = None, gaps: GapTracker | None = None) -> None:
+        """Bind to ``engine`` (already migrated)."""
+        self.engine = engine
+        self.limits = limits or Limits()
+        self.gaps = gaps
+        dialects: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+        if engine.dialect.name not in dialects:
+            raise ValueError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
+        self._insert = dialects[engine.dialect.name]
+        self._series: dict[tuple[str, str], int] = {}
+        self._attrs: dict[str, dict[str, str]] = {}
+        self._devices: set[str] = set()
+
+    def write(self, messages: Sequence[Message], now: float | None = None) -> Result:
+        """Validate and store ``messages`` in one transaction; returns the counts.
+
+        If the database refuses the batch for a reason other than being
+        unavailable, the messages are written one by one so that only the
+        offending one ends in ``rejects`` (with the database's error).
+
+        Raises:
+            OperationalError: the database is unavailable; nothing was committed.
+        """
+        now = time.time() if now is None else now
+        accepted: list[Accepted] = []
+        rejects: list[tuple[Message, str]] = []
+        for msg in messages:
+            try:
+                accepted.append(parse(msg.topic, msg.body, self.limits, now))
+            except RejectedError as exc:
+                rejects.append((msg, exc.reason))
+        try:
+            result = self._transaction(accepted, rejects, messages, now)
+        except OperationalError:
+            self._forget()
+            raise
+        except DBAPIError as exc:
+            self._forget()
+            if len(messages) == 1:
+                reason = f"database refused it: {type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
+                result = self._transaction([], [(messages[0], reason)], messages, now)
+            else:
+                result = Result()
+                for msg in messages:
+                    one = self.write([msg], now)
+                    result.stored += one.stored
+                    result.duplicates += one.duplicates
+                    result.rejected += one.rejected
+                    result.samples += one.samples
+                    result.reasons += one.reasons
+                return result
+        for msg, reason in rejects:
+            log.warning(
+                "payload rejected", extra={"device": device_of(msg.topic), "topic": msg.topic, "reason": reason}
+            )
+        return result
+
+    def _transaction(
+        self, accepted: list[Accepted], rejects: list[tuple[Message, str]], messages: Sequence[Message], now: float
+    ) -> Result:
+        result = Result(rejected=len(rejects), reasons=[(m.topic, r) for m, r in rejects])
+        now_ms = round(now * 1000)
+        new: list[Accepted] = []
+        with self.engine.begin() as conn:
+            if accepted:
+                new = self._payloads(conn, accepted, now_ms)
+                result.stored = len(new)
+                result.duplicates = len(accepted) - len(new)
+                result.samples = self._samples(conn, new)
+                self._update_devices(conn, accepted, new, now_ms)
+            if rejects:
+                conn.execute(
+                    REJECTS.insert(),
+                    [
+                        {
+                            "received": round(m.received * 1000),
+                            "device_id": device_of(m.topic),
+                            "topic": m.topic[:1024],
+                            "reason": reason,
+                            "size": len(m.body),
+                            "payload": m.body[:KEEP_BYTES],
+                        }
+                        for m, reason in rejects
+                    ],
+                )
+        if self.gaps is not None:
+            self.gaps.observe(new, now)
+        return result
+
+    def _forget(self) -> None:
+        """After a rollback the caches may name rows that were never committed."""
+        self._series.clear()
+        self._attrs.clear()
+        self._devices.clear()
+
+    def _payloads(self, conn: Connection, accepted: list[Accepted], now_ms: int) -> list[Accepted]:
+        fresh = sorted({p.device_id for p in accepted} - self._devices)
+        if fresh:
+            first = {p.device_id: p for p in reversed(accepted)}
+            conn.execute(
+                self._insert(DEVICES).on_conflict_do_nothing(),
+                [
+                    {
+                        "id": d,
+                        "first_seen": now_ms,
+                        "last_seen": now_ms,
+                        "last_ts": first[d].ts_ms,
+                        "last_seq": first[d].seq,
+                        "interval": first[d].interval,
+                        "attributes": {},
+                        "received": 0,
+                        "duplicates": 0,
+                    }
+                    for d in fresh
+                ],
+            )
+        by_key: dict[tuple[str, int, int], Accepted] = {}
+        for p in accepted:
+            by_key.setdefault((p.device_id, p.seq, p.ts_ms), p)  # a repeat inside the batch is a duplicate
+        rows = [{"device_id": d, "seq": s, "ts": t, "received": now_ms} for d, s, t in by_key]
+        inserted: list[Accepted] = []
+        stmt = (
+            self._insert(PAYLOADS)
+            .on_conflict_do_nothing()
+            .returning(PAYLOADS.c.device_id, PAYLOADS.c.seq, PAYLOADS.c.ts)
+        )
+        for start in range(0, len(rows), CHUNK):
+            for d, s, t in conn.execute(stmt.values(rows[start : start + CHUNK])):
+                inserted.append(by_key[(d, s, t)])
+        self._devices.update(fresh)
+        return inserted
+
+    def _samples(self, conn: Connection, payloads: list[Accepted]) -> int:
+        ids = self._series_ids(conn, payloads)
+        rows = [
+            {"series_id": ids[(p.device_id, key)], "ts": p.ts_ms, "value": value}
+            for p in payloads
+            for key, value in p.samples.items()
+        ]
+        if rows:
+            conn.execute(self._insert(SAMPLES).on_conflict_do_nothing(), rows)
+        return len(rows)
+
+    def _series_ids(self, conn: Connection, payloads: Iterable[Accepted]) -> dict[tuple[str, str], int]:
+        missing: dict[str, set[str]] = defaultdict(set)
+        for p in payloads:
+            for key in p.samples:
+                if (p.device_id, key) not in self._series:
+                    missing[p.device_id].add(key)
+        if missing:
+            conn.execute(
+                self._insert(SERIES).on_conflict_do_nothing(),
+                [{"device_id": d, "key": k} for d, keys in missing.items() for k in sorted(keys)],
+            )
+            for device, keys in missing.items():
+                query = select(SERIES.c.id, SERIES.c.key).where(
+                    SERIES.c.device_id == device, SERIES.c.key.in_(sorted(keys))
+                )
+                for series_id, key in conn.execute(query):
+                    self._series[(device, key)] = series_id
+        return self._series
+
+    def _update_devices(self, conn: Connection, accepted: list[Accepted], new: list[Accepted], now_ms: int) -> None:
+        latest: dict[str, Accepted] = {}
+        for p in accepted:
+            if p.device_id not in latest or p.ts_ms > latest[p.device_id].ts_ms:
+                latest[p.device_id] = p
+        counts: dict[str, int] = defaultdict(int)
+        for p in new:
+            counts[p.device_id] += 1
+        totals: dict[str, int] = defaultdict(int)
+        for p in accepted:
+            totals[p.device_id] += 1
+        d = DEVICES.c
+        stmt = (
+            update(DEVICES)
+            .where(d.id == bindparam("b_id"))
+            .values(
+                last_seen=bindparam("b_now"),
+                received=d.received + bindparam("b_new"),
+                duplicates=d.duplicates + bindparam("b_dup"),
+                last_seq=case((d.last_ts <= bindparam("b_ts"), bindparam("b_seq")), else_=d.last_seq),
+                interval=case((d.last_ts <= bindparam("b_ts"), bindparam("b_interval")), else_=d.interval),
+                last_ts=case((d.last_ts < bindparam("b_ts"), bindparam("b_ts")), else_=d.last_ts),
+            )
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": device,
+                    "b_now": now_ms,
+                    "b_new": counts[device],
+                    "b_dup": totals[device] - counts[device],
+                    "b_ts": p.ts_ms,
+                    "b_seq": p.seq,
+                    "b_interval": p.interval,
+                }
+                for device, p in latest.items()
+            ],
+        )
+        for device, p in latest.items():
+            self._merge_attributes(conn, device, p.attributes)
+
+    def _merge_attributes(self, conn: Connection, device: str, attributes: dict[str, str]) -> None:
+        known = self._attrs.get(device)
+        if known is not None and all(known.get(k) == v for k, v in attributes.items()):
+            return
+        stored = conn.execute(select(DEVICES.c.attributes).where(DEVICES.c.id == device)).scalar_one()
+        merged = {**(stored or {}), **attributes}
+        if merged != stored:
+            conn.execute(update(DEVICES).where(DEVICES.c.id == device).values(attributes=merged))
+        self._attrs[device] = merged

@@ -1,0 +1,239 @@
+"""Validation of one MQTT message into samples, in a single pass.
+
+The rules are the agent's JSON Schema (``edgemon.payload.load_schema()``:
+tests check that this code agrees with it) plus the server's limits: size,
+depth, number of leaves, finite numbers, a ``ts`` not far in the future, a
+``device_id`` equal to the one in the topic, and no duplicate JSON keys (a
+silent overwrite otherwise). It is hand-written rather than ``jsonschema``
+because it runs for every message and also flattens.
+
+What becomes of a leaf (DESIGN.md, "Flattening"): a number becomes a sample;
+``true``/``false`` a sample of 1/0; a string the device's attribute of that
+key (its latest value, not a series); ``null`` nothing (the collector had no
+value this time). Arrays are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgemon_server.flatten import SEP
+
+TOPIC_RE = re.compile(r"devices/([A-Za-z0-9_.:-]{1,128})/monitoring")
+KEY_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
+RULE_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+FIELDS = frozenset({"schema", "device_id", "ts", "seq", "interval", "metrics", "alerts"})
+SEVERITIES = frozenset({"info", "warning", "critical"})
+MAX_STRING = 256
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits (``[server]`` settings)."""
+
+    max_bytes: int = 256 * 1024
+    max_depth: int = 8
+    max_leaves: int = 4096
+    max_future_s: float = 300.0
+
+
+class RejectedError(ValueError):
+    """A message that is not stored as samples; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Accepted:
+    """A valid payload, flattened."""
+
+    device_id: str
+    seq: int
+    ts_ms: int
+    interval: float
+    samples: dict[str, float] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def device_of(topic: str) -> str | None:
+    """The device id in ``devices/<id>/monitoring``, else ``None``."""
+    match = TOPIC_RE.fullmatch(topic)
+    return match[1] if match else None
+
+
+def _no_constant(name: str) -> Any:
+    raise RejectedError(f"non-finite number {name} (NaN and Infinity are not JSON)")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise RejectedError(f"duplicate key {dup!r} in one object")
+    return obj
+
+
+def parse_ts(value: Any) -> int:
+    """RFC 3339 UTC (``...Z``) to epoch milliseconds.
+
+    Raises:
+        RejectedError: for anything else.
+    """
+    if not isinstance(value, str) or not TS_RE.fullmatch(value):
+        raise RejectedError(f"ts: {str(value)[:40]!r} is not an RFC 3339 UTC time like 2026-01-02T03:04:05.678Z")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RejectedError(f"ts: {value!r}: {exc}") from None
+    return round(when.timestamp() * 1000)
+
+
+def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
+    """Validate and flatten one message.
+
+    Args:
+        topic: the MQTT topic; the device id is taken from it.
+        body: the payload bytes.
+        limits: the server's limits.
+        now: the server's clock (epoch seconds), for the future-``ts`` check.
+
+    Raises:
+        RejectedError: with the reason; nothing of the message is stored as samples.
+    """
+    device = device_of(topic)
+    if device is None:
+        raise RejectedError(f"topic {topic[:200]!r} is not devices/<id>/monitoring")
+    if len(body) > limits.max_bytes:
+        raise RejectedError(f"payload too large: {len(body)} bytes > {limits.max_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_object)
+    except RejectedError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise RejectedError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise RejectedError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise RejectedError("malformed JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise RejectedError(f"payload is a JSON {type(doc).__name__}, not an object")
+    missing = FIELDS - doc.keys()
+    if missing:
+        raise RejectedError(f"missing field(s): {', '.join(sorted(missing))}")
+    extra = doc.keys() - FIELDS
+    if extra:
+        raise RejectedError(f"unknown field(s): {', '.join(sorted(extra)[:5])}")
+    if doc["schema"] != 1 or isinstance(doc["schema"], bool):
+        raise RejectedError(f"schema: {doc['schema']!r} is not a known version (1)")
+    if doc["device_id"] != device:
+        raise RejectedError(f"device_id {str(doc['device_id'])[:130]!r} does not match the topic's device {device!r}")
+    ts_ms = parse_ts(doc["ts"])
+    if ts_ms > (now + limits.max_future_s) * 1000:
+        raise RejectedError(f"ts {doc['ts']} is more than {limits.max_future_s:g} s ahead of the server's clock")
+    seq = doc["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+        raise RejectedError(f"seq: {str(seq)[:40]!r} is not an integer >= 0")
+    interval = doc["interval"]
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval < math.inf:
+        raise RejectedError(f"interval: {str(interval)[:40]!r} is not a number > 0")
+    metrics = doc["metrics"]
+    if not isinstance(metrics, dict):
+        raise RejectedError("metrics: not an object")
+    accepted = Accepted(device, seq, ts_ms, float(interval), alerts=_alerts(doc["alerts"]))
+    _Walker(limits, accepted).walk(metrics, "", 1)
+    return accepted
+
+
+def _alerts(alerts: Any) -> list[dict[str, Any]]:
+    if not isinstance(alerts, list):
+        raise RejectedError("alerts: not an array")
+    for i, alert in enumerate(alerts):
+        where = f"alerts[{i}]"
+        if not isinstance(alert, dict):
+            raise RejectedError(f"{where}: not an object")
+        if not {"rule", "severity", "message"} <= alert.keys() or not alert.keys() <= {
+            "rule",
+            "severity",
+            "message",
+            "metric",
+            "value",
+        }:
+            raise RejectedError(f"{where}: needs rule, severity, message (and optionally metric, value)")
+        if not isinstance(alert["rule"], str) or not RULE_RE.fullmatch(alert["rule"]):
+            raise RejectedError(f"{where}.rule: not a rule name")
+        if alert["severity"] not in SEVERITIES:
+            raise RejectedError(f"{where}.severity: not one of {', '.join(sorted(SEVERITIES))}")
+        if not isinstance(alert["message"], str) or len(alert["message"]) > 1024:
+            raise RejectedError(f"{where}.message: not a string of at most 1024 characters")
+        if "metric" in alert and (not isinstance(alert["metric"], str) or len(alert["metric"]) > 256):
+            raise RejectedError(f"{where}.metric: not a string of at most 256 characters")
+        value = alert.get("value")
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise RejectedError(f"{where}.value: not a number or null")
+    return alerts
+
+
+class _Walker:
+    def __init__(self, limits: Limits, out: Accepted) -> None:
+        self.limits = limits
+        self.out = out
+        self.leaves = 0
+        self.bad_key: str | None = None
+        self.seen: set[str] = set()
+
+    def walk(self, node: dict[str, Any], prefix: str, depth: int) -> None:
+        if depth > self.limits.max_depth:
+            raise RejectedError(f"metrics nested deeper than {self.limits.max_depth} levels at {prefix!r}")
+        for key, value in node.items():
+            flat = f"{prefix}{SEP}{key}" if prefix else key
+            if self.bad_key is None and not KEY_RE.fullmatch(key):
+                self.bad_key = key
+            if isinstance(value, dict):
+                self.walk(value, flat, depth + 1)
+                continue
+            if flat in self.seen:
+                raise RejectedError(f"key collision: two leaves flatten to {flat!r} (keys may not contain '-')")
+            self.seen.add(flat)
+            self.leaves += 1
+            if self.leaves > self.limits.max_leaves:
+                raise RejectedError(f"more than {self.limits.max_leaves} leaves")
+            self.leaf(flat, value)
+        if prefix == "" and self.bad_key is not None:
+            raise RejectedError(f"metrics key {self.bad_key[:80]!r}: keys are 1-64 of A-Z a-z 0-9 _")
+
+    def leaf(self, flat: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool):
+            self.out.samples[flat] = 1.0 if value else 0.0
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise RejectedError(f"{flat}: non-finite number")
+            self.out.samples[flat] = value
+        elif isinstance(value, int):
+            try:
+                self.out.samples[flat] = float(value)
+            except OverflowError:
+                raise RejectedError(f"{flat}: integer too large for a float") from None
+        elif isinstance(value, str):
+            if len(value) > MAX_STRING:
+                raise RejectedError(f"{flat}: string longer than {MAX_STRING} characters")
+            self.out.attributes[flat] = value
+        elif isinstance(value, list):
+            raise RejectedError(f"{flat}: arrays are not allowed (use an object keyed by name or index)")
+        else:  # pragma: no cover - json.loads makes nothing else
+            raise RejectedError(f"{flat}: unsupported value")

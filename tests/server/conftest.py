@@ -1,0 +1,150 @@
+"""Server fixtures: databases (SQLite and the real PostgreSQL), collector processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from edgemon_server import migrations
+from edgemon_server.db import make_engine
+from edgemon_server.gaps import GapTracker
+from edgemon_server.store import Store
+
+SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
+PG_ADMIN = os.environ.get("EDGEMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"edgemon_t_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same tests on SQLite and on the real PostgreSQL (never skipped: CI starts it)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/edgemon.db"
+    else:
+        yield from _pg_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/edgemon.db"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    migrations.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Store:
+    return Store(engine, gaps=GapTracker(engine, resend_after=1.0))
+
+
+class CollectorProc:
+    """``edgemon-server collect`` in a subprocess, logging JSON lines to a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CollectorProc:
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [str(SERVER_BIN), "collect"], env={**os.environ, **self.env}, stdout=fh, stderr=fh
+            )
+        return self
+
+    def wait_subscribed(self, timeout: float = 20) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(r.get("message") == "subscribed" for r in self.records()):
+                return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"collector did not subscribe: {self.log.read_text()}")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(20)
+
+
+@pytest.fixture
+def collector_env(broker, pki, tmp_path: Path):
+    """Environment of a collector on the test broker with the collector certificate."""
+    from tests.harness import COLLECTOR_CN
+
+    ident = pki.issue(COLLECTOR_CN)
+
+    def make(db_url: str, client_id: str = "collector-1", **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+        env.update(
+            {
+                "EDGEMON_DATABASE_URL": db_url,
+                "EDGEMON_MQTT_ENDPOINT": "localhost",
+                "EDGEMON_MQTT_PORT": str(broker.port),
+                "EDGEMON_MQTT_CA": str(pki.ca_path),
+                "EDGEMON_MQTT_CERT": str(ident.cert),
+                "EDGEMON_MQTT_KEY": str(ident.key),
+                "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.2",
+                "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "1",
+                "EDGEMON_CLIENT_ID": client_id,
+                "EDGEMON_RESEND_AFTER": "1",
+                "EDGEMON_LOG_FORMAT": "json",
+            }
+        )
+        env.update(extra)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def run_collector(tmp_path: Path):
+    procs: list[CollectorProc] = []
+
+    def start(env: dict[str, str]) -> CollectorProc:
+        proc = CollectorProc(env, tmp_path / f"collector-{len(procs)}.log").start()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop(signal.SIGKILL)

@@ -1,0 +1,178 @@
+"""Storage on SQLite and PostgreSQL: exact rows, idempotence, dead letters, gaps, migrations."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from edgemon_server import migrations
+from edgemon_server.db import Base, Device, Payload, Reject, Sample, Series
+from edgemon_server.flatten import flatten
+from edgemon_server.store import Message, Store
+from tests.fleet import SAMPLES_PER_PAYLOAD, payload
+
+FUTURE = None  # the server clock (the fleet's timestamps are in the past)
+
+
+def msg(device: str, seq: int, **changes) -> Message:
+    p = payload(device, seq)
+    p.update(changes)
+    return Message(f"devices/{device}/monitoring", json.dumps(p).encode(), time.time())
+
+
+def stored_values(engine, device: str) -> dict[tuple[str, int], float]:
+    query = (
+        select(Series.key, Sample.ts, Sample.value)
+        .join(Sample, Sample.series_id == Series.id)
+        .where(Series.device_id == device)
+    )
+    with engine.connect() as conn:
+        return {(k, ts): v for k, ts, v in conn.execute(query)}
+
+
+def test_migrations_and_models_agree(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    assert migrations.current(engine) == migrations.head()
+
+
+def test_upgrade_is_idempotent(engine):
+    migrations.upgrade(engine)
+    assert migrations.current(engine) == migrations.head()
+
+
+def test_rows_match_the_flattened_payload_exactly(engine, store):
+    result = store.write([msg("d1", 0), msg("d1", 1)], now=FUTURE)
+    assert (result.stored, result.duplicates, result.rejected) == (2, 0, 0)
+    assert result.samples == 2 * SAMPLES_PER_PAYLOAD
+    expected = {}
+    for seq in (0, 1):
+        p = payload("d1", seq)
+        ts = store_ts(p)
+        for key, value in flatten(p["metrics"]).items():
+            if isinstance(value, int | float):  # bool included: stored as 0/1
+                expected[(key, ts)] = float(value)
+    assert stored_values(engine, "d1") == expected
+    with engine.connect() as conn:
+        device = conn.execute(select(Device).where(Device.id == "d1")).one()
+    assert device.attributes == {"system-hostname": "host-d1", "system-agent_version": "0.1.0"}
+    assert (device.received, device.duplicates, device.last_seq) == (2, 0, 1)
+    assert device.last_ts == store_ts(payload("d1", 1))
+
+
+def store_ts(p) -> int:
+    import datetime as dt
+
+    return round(dt.datetime.fromisoformat(p["ts"]).timestamp() * 1000)
+
+
+def test_the_same_payload_twice_is_stored_once_and_counted(engine, store):
+    store.write([msg("d1", 0), msg("d1", 0)], now=FUTURE)  # a repeat inside one batch
+    result = store.write([msg("d1", 0), msg("d1", 1)], now=FUTURE)  # and in a later one
+    assert (result.stored, result.duplicates) == (1, 1)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Payload)) == 2
+        assert conn.scalar(select(func.count()).select_from(Sample)) == 2 * SAMPLES_PER_PAYLOAD
+        device = conn.execute(select(Device).where(Device.id == "d1")).one()
+    assert (device.received, device.duplicates) == (2, 2)
+
+
+def test_a_fresh_store_on_the_same_database_is_still_idempotent(engine, store):
+    store.write([msg("d1", 0)], now=FUTURE)
+    again = Store(engine).write([msg("d1", 0)], now=FUTURE)  # a restarted collector: empty caches
+    assert (again.stored, again.duplicates) == (0, 1)
+
+
+def test_bad_messages_go_to_dead_letters_and_the_rest_is_stored(engine, store):
+    batch = [
+        msg("d1", 0),
+        Message("devices/d1/monitoring", b"{oops", time.time()),
+        msg("d2", 0, device_id="someone-else"),
+        Message("devices/d3/monitoring", b"\xff" * 2000, time.time()),
+        msg("d1", 1),
+    ]
+    result = store.write(batch, now=FUTURE)
+    assert (result.stored, result.rejected) == (2, 3)
+    with engine.connect() as conn:
+        rejects = conn.execute(select(Reject).order_by(Reject.id)).all()
+        assert conn.scalar(select(func.count()).select_from(Payload)) == 2
+    assert [(r.device_id, r.topic) for r in rejects] == [
+        ("d1", "devices/d1/monitoring"),
+        ("d2", "devices/d2/monitoring"),
+        ("d3", "devices/d3/monitoring"),
+    ]
+    assert "malformed JSON" in rejects[0].reason
+    assert "does not match" in rejects[1].reason
+    assert "not UTF-8" in rejects[2].reason
+    assert rejects[0].payload == b"{oops"
+    assert (len(rejects[2].payload), rejects[2].size) == (1024, 2000), "first KiB kept, size recorded"
+
+
+def test_a_message_the_database_refuses_costs_only_itself(engine, store, monkeypatch):
+    real = store._samples
+
+    def samples(conn, payloads):
+        if any(p.device_id == "poison" for p in payloads):
+            raise IntegrityError("INSERT INTO samples", {}, Exception("simulated constraint failure"))
+        return real(conn, payloads)
+
+    monkeypatch.setattr(store, "_samples", samples)
+    result = store.write([msg("d1", 0), msg("poison", 0), msg("d1", 1)])
+    assert (result.stored, result.rejected) == (2, 1)
+    with engine.connect() as conn:
+        reasons = conn.execute(select(Reject.device_id, Reject.reason)).all()
+        assert conn.scalar(select(func.count()).select_from(Payload)) == 2
+    assert reasons == [("poison", "database refused it: Exception: simulated constraint failure")]
+
+
+def test_new_devices_and_attributes_are_merged(engine, store):
+    first = payload("d9", 0)
+    second = payload("d9", 1)
+    second["metrics"]["system"]["hostname"] = "renamed"
+    second["metrics"]["system"]["kernel"] = "6.1"
+    for p in (first, second):
+        store.write([Message("devices/d9/monitoring", json.dumps(p).encode(), time.time())], now=FUTURE)
+    with engine.connect() as conn:
+        attrs = conn.scalar(select(Device.attributes).where(Device.id == "d9"))
+    assert attrs == {"system-hostname": "renamed", "system-agent_version": "0.1.0", "system-kernel": "6.1"}
+
+
+def test_gaps_are_found_filled_and_asked_for(engine, store):
+    gaps = store.gaps
+    assert gaps is not None
+    store.write([msg("d1", 0), msg("d1", 1)], now=FUTURE)
+    store.write([msg("d1", 5), msg("d1", 9)], now=FUTURE)
+    assert [(g.first, g.last) for g in gaps.open_gaps("d1")] == [(2, 4), (6, 8)]
+    store.write([msg("d1", 3)], now=FUTURE)  # a late payload splits the gap
+    assert [(g.first, g.last) for g in gaps.open_gaps("d1")] == [(2, 2), (4, 4), (6, 8)]
+    now = time.time()
+    assert gaps.due(now) == [], "not before resend_after"
+    due = gaps.due(now + 1.5)
+    assert sorted((g.first, g.last) for g in due) == [(2, 2), (4, 4), (6, 8)]
+    assert gaps.due(now + 2) == [], "asked again only after a doubled wait"
+
+
+def test_a_restarted_tracker_finds_the_holes_in_the_database(engine, store):
+    from edgemon_server.gaps import GapTracker
+
+    store.write([msg("d1", 0), msg("d1", 4)], now=FUTURE)
+    fresh = Store(engine, gaps=GapTracker(engine, resend_after=1.0))
+    fresh.write([msg("d1", 5)], now=FUTURE)
+    assert fresh.gaps is not None
+    assert [(g.first, g.last) for g in fresh.gaps.open_gaps("d1")] == [(1, 3)]
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_url):
+    from edgemon_server.db import make_engine
+
+    eng = make_engine(sqlite_url)
+    with eng.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    eng.dispose()
