@@ -64,20 +64,30 @@ class SimDevice:
     acked: set[int] = field(default_factory=set)
     published_at: dict[int, float] = field(default_factory=dict)
     resends: int = 0
+    next_at: float = 0.0
 
 
 class Fleet:
     """``n`` simulated devices on ``broker``; :meth:`publish` then :meth:`wait`."""
 
     def __init__(
-        self, broker: Mosquitto, pki: Pki, n: int, prefix: str = "sim", window: int = 8, interval: float = 1.0
+        self,
+        broker: Mosquitto,
+        pki: Pki,
+        n: int,
+        prefix: str = "sim",
+        window: int = 8,
+        interval: float = 1.0,
+        pace: float = 0.0,
     ) -> None:
+        """``pace``: seconds between two publishes of one device (0: as fast as the window allows)."""
         from awscrt import mqtt5
         from awsiot import mqtt5_client_builder
 
         self.mqtt5 = mqtt5
         self.window = window
         self.interval = interval
+        self.pace = pace
         self.devices: list[SimDevice] = []
         self._events: deque[tuple[SimDevice, int, bool]] = deque()
         self._wake = threading.Event()
@@ -142,7 +152,7 @@ class Fleet:
 
     def _drive(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(0.2)
+            self._wake.wait(min(0.2, self.pace) if self.pace else 0.2)
             self._wake.clear()
             while self._events:
                 dev, seq, ok = self._events.popleft()
@@ -152,8 +162,12 @@ class Fleet:
                 else:
                     self.failures += 1
                     dev.pending.appendleft(seq)
+            now = time.monotonic()
             for dev in self.devices:
                 while dev.connected.is_set() and dev.pending and len(dev.inflight) < self.window:
+                    if self.pace and now < dev.next_at:
+                        break
+                    dev.next_at = now + self.pace
                     self._send(dev, dev.pending.popleft())
 
     def _send(self, dev: SimDevice, seq: int) -> None:
@@ -172,6 +186,14 @@ class Fleet:
             self._wake.set()
 
         dev.client.publish(packet).add_done_callback(done)
+
+    def raw(self, index: int, body: bytes, topic: str | None = None) -> Any:
+        """Publish arbitrary bytes as device ``index``; returns the future of the PUBACK."""
+        dev = self.devices[index]
+        packet = self.mqtt5.PublishPacket(
+            topic=topic or f"devices/{dev.name}/monitoring", payload=body, qos=self.mqtt5.QoS.AT_LEAST_ONCE
+        )
+        return dev.client.publish(packet).result(10)
 
     def published(self) -> int:
         """Payloads acknowledged by the broker, all devices."""

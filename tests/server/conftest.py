@@ -85,7 +85,7 @@ class CollectorProc:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(r.get("message") == "subscribed" for r in self.records()):
+            if any(r.get("msg") == "subscribed" for r in self.records()):
                 return
             assert self.proc is not None
             if self.proc.poll() is not None:

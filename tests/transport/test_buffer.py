@@ -130,3 +130,22 @@ class BufferMachine(RuleBasedStateMachine):
 
 TestBufferMachine = BufferMachine.TestCase
 TestBufferMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_acknowledged_payloads_are_kept_for_resend_and_bounded(tmp_path):
+    buf = Buffer(tmp_path / "b.db", keep_sent=3)
+    for seq in range(1, 6):
+        buf.append("t", seq, f"p{seq}".encode())
+    buf.ack([e.id for e in buf.oldest(5)])
+    assert len(buf) == 0
+    assert buf.requeue(1, 2) == [], "only the newest 3 acknowledged are kept"
+    assert buf.requeue(3, 4) == [3, 4]
+    assert [(e.seq, e.body) for e in buf.oldest(5)] == [(3, b"p3"), (4, b"p4")]
+    assert buf.requeue(3, 4) == [], "moved back to the outbox, not copied"
+
+
+def test_without_keep_sent_nothing_is_kept(tmp_path):
+    buf = Buffer(tmp_path / "b.db")
+    buf.append("t", 1, b"x")
+    buf.ack([e.id for e in buf.oldest(1)])
+    assert buf.requeue(0, 10) == []

@@ -73,3 +73,49 @@ def test_bad_client_certificates_log_one_clear_error_and_back_off(mqtt_env, run_
     status = json.loads((agent.state_dir / "status.json").read_text())
     assert 2 <= status["connect_failures"] <= 40, "retries with back-off, no spinning"
     assert status["state"] == "disconnected"
+
+
+def test_agent_sends_acknowledged_payloads_again_when_the_server_asks(mqtt_env, subscriber, run_agent_proc):
+    from awscrt import mqtt5
+
+    agent = run_agent_proc(mqtt_env("dev-resend", EDGEMON_INTERVAL="0.3"))
+    assert subscriber.wait_for(lambda ps: {1, 2, 3, 4} <= {p["seq"] for p in ps}, 30)
+    command = mqtt5.PublishPacket(
+        topic="devices/dev-resend/commands/resend", payload=b'{"from": 1, "to": 3}', qos=mqtt5.QoS.AT_LEAST_ONCE
+    )
+    subscriber.client.publish(command).result(10)
+
+    def resent(ps):
+        seqs = [p["seq"] for p in ps]
+        return all(seqs.count(s) >= 2 for s in (1, 2, 3))
+
+    assert subscriber.wait_for(resent, 20), [p["seq"] for p in subscriber.payloads()]
+    first = {p["seq"]: p for p in reversed(subscriber.payloads())}
+    again = [p for p in subscriber.payloads() if p["seq"] == 2]
+    assert again[0] == again[1] == first[2], "byte-for-byte the same payload (same ts): the server sees a duplicate"
+    logged = [r for r in agent.records() if r.get("msg") == "server asked for payloads again"]
+    assert logged[0]["reason"] == "seq 1..3: 3 requeued, 0 no longer kept"
+
+
+def test_bad_resend_commands_are_logged_and_ignored(mqtt_env, subscriber, run_agent_proc):
+    from awscrt import mqtt5
+
+    agent = run_agent_proc(mqtt_env("dev-badcmd", EDGEMON_INTERVAL="0.3"))
+    assert subscriber.wait_count(2, 30)
+    for body in (b"nope", b'{"from": 5, "to": 1}', b'{"from": "a", "to": 1}'):
+        packet = mqtt5.PublishPacket(
+            topic="devices/dev-badcmd/commands/resend", payload=body, qos=mqtt5.QoS.AT_LEAST_ONCE
+        )
+        subscriber.client.publish(packet).result(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        bad = [r for r in agent.records() if r.get("msg") == "bad resend command ignored"]
+        if len(bad) == 3:
+            break
+        time.sleep(0.1)
+    assert [r["reason"].split(":")[0] for r in bad] == [
+        "not JSON",
+        "range 5..1 is empty or longer than 100000",
+        "'from' and 'to' must be integers >= 0",
+    ]
+    assert agent.proc.poll() is None, "still running"

@@ -15,7 +15,11 @@ unacknowledged messages, which also bounds the queue.
 
 Several collectors may share the load as members of one MQTT 5 shared
 subscription (``$share/<group>/devices/+/monitoring``), each with its own
-client id and persistent session.
+client id. Shared members use **clean** sessions (ANCHORS trap 5): a broker
+keeps handing a persistent member that died its share, parked until it comes
+back, while a clean member leaves the group at once and the others take over.
+What a clean member held unacknowledged when it died is dropped by the
+broker; the gap tracker sees the hole and asks the device to send it again.
 """
 
 from __future__ import annotations
@@ -105,14 +109,17 @@ class Collector:
         if not m.endpoint:
             raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
         aws = is_aws_endpoint(m.endpoint)
+        shared = bool(s.shared_group)
         connect = mqtt5.ConnectPacket(
             client_id=self.client_id,
             keep_alive_interval_sec=m.keep_alive,
-            session_expiry_interval_sec=s.session_expiry,
+            session_expiry_interval_sec=0 if shared else s.session_expiry,
             receive_maximum=s.receive_maximum,
         )
         common: dict[str, Any] = {
-            "session_behavior": mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            "session_behavior": (
+                mqtt5.ClientSessionBehaviorType.CLEAN if shared else mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS
+            ),
             "extended_validation_and_flow_control_options": (
                 mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
                 if aws

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 HERE = Path(__file__).parent / "migrations"
 
@@ -21,9 +24,20 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
-    command.upgrade(alembic_config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
+    """Bring the schema to ``revision`` (idempotent).
+
+    Several collectors starting at once on a new database race to create it;
+    the losers' DDL fails, and they retry, finding the winner's schema.
+    """
+    for attempt in range(attempts):
+        try:
+            command.upgrade(alembic_config(engine), revision)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
 
 
 def current(engine: Engine) -> str | None:
