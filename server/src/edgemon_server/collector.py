@@ -96,6 +96,7 @@ class Collector:
         s = config.server
         self.queue: queue.Queue[Message] = queue.Queue(maxsize=s.receive_maximum + 1000)
         self.connected = threading.Event()
+        self._full_logged = 0.0
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="edgemon-writer", daemon=True)
         self.client_id = client_id_for(config)
@@ -176,8 +177,16 @@ class Collector:
         msg = Message(str(packet.topic), bytes(packet.payload or b""), time.time(), handle)
         try:
             self.queue.put_nowait(msg)
-        except queue.Full:  # only QoS 0 floods can get here (QoS 1 is bounded by receive_maximum)
-            log.warning("ingest queue full; waiting for the writer", extra={"topic": msg.topic})
+        except queue.Full:
+            # A broker that ignores our receive maximum (or QoS 0 floods): hold its I/O thread,
+            # which is backpressure toward the broker. Logged once a minute at most.
+            now = time.monotonic()
+            if now - self._full_logged > 60:
+                self._full_logged = now
+                log.warning(
+                    "ingest queue full: the database is slower than the broker; applying backpressure",
+                    extra={"reason": f"{self.queue.maxsize} messages queued"},
+                )
             self.queue.put(msg)
 
     def _on_success(self, data: Any) -> None:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgemon_server.flatten import SEP
+from edgemon_server.flatten import SEP, CollisionError, flatten
 
 TOPIC_RE = re.compile(r"devices/([A-Za-z0-9_.:-]{1,128})/monitoring")
 KEY_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -187,53 +187,61 @@ def _alerts(alerts: Any) -> list[dict[str, Any]]:
     return alerts
 
 
+_GOOD_KEYS: set[str] = set()
+"""Keys already checked against KEY_RE (a fleet repeats the same few hundred)."""
+
+
 class _Walker:
+    """One pass over ``metrics``: checks keys, depth, leaf count and types; fills samples and attributes."""
+
     def __init__(self, limits: Limits, out: Accepted) -> None:
         self.limits = limits
         self.out = out
         self.leaves = 0
         self.bad_key: str | None = None
-        self.seen: set[str] = set()
 
     def walk(self, node: dict[str, Any], prefix: str, depth: int) -> None:
         if depth > self.limits.max_depth:
-            raise RejectedError(f"metrics nested deeper than {self.limits.max_depth} levels at {prefix!r}")
+            raise RejectedError(f"metrics nested deeper than {self.limits.max_depth} levels at {prefix[:-1]!r}")
+        samples = self.out.samples
         for key, value in node.items():
-            flat = f"{prefix}{SEP}{key}" if prefix else key
-            if self.bad_key is None and not KEY_RE.fullmatch(key):
-                self.bad_key = key
-            if isinstance(value, dict):
-                self.walk(value, flat, depth + 1)
+            if key not in _GOOD_KEYS:
+                if KEY_RE.fullmatch(key):
+                    if len(_GOOD_KEYS) < 100_000:
+                        _GOOD_KEYS.add(key)
+                elif self.bad_key is None:
+                    self.bad_key = key
+            flat = prefix + key
+            kind = type(value)
+            if kind is dict:
+                self.walk(value, flat + SEP, depth + 1)
                 continue
-            if flat in self.seen:
-                raise RejectedError(f"key collision: two leaves flatten to {flat!r} (keys may not contain '-')")
-            self.seen.add(flat)
             self.leaves += 1
-            if self.leaves > self.limits.max_leaves:
-                raise RejectedError(f"more than {self.limits.max_leaves} leaves")
-            self.leaf(flat, value)
-        if prefix == "" and self.bad_key is not None:
-            raise RejectedError(f"metrics key {self.bad_key[:80]!r}: keys are 1-64 of A-Z a-z 0-9 _")
-
-    def leaf(self, flat: str, value: Any) -> None:
-        if value is None:
-            return
-        if isinstance(value, bool):
-            self.out.samples[flat] = 1.0 if value else 0.0
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise RejectedError(f"{flat}: non-finite number")
-            self.out.samples[flat] = value
-        elif isinstance(value, int):
+            if kind is float:
+                if not math.isfinite(value):
+                    raise RejectedError(f"{flat}: non-finite number")
+                samples[flat] = value
+            elif kind is int:
+                try:
+                    samples[flat] = float(value)
+                except OverflowError:
+                    raise RejectedError(f"{flat}: integer too large for a float") from None
+            elif kind is bool:
+                samples[flat] = 1.0 if value else 0.0
+            elif kind is str:
+                if len(value) > MAX_STRING:
+                    raise RejectedError(f"{flat}: string longer than {MAX_STRING} characters")
+                self.out.attributes[flat] = value
+            elif kind is list:
+                raise RejectedError(f"{flat}: arrays are not allowed (use an object keyed by name or index)")
+            elif value is not None:  # pragma: no cover - json.loads makes nothing else
+                raise RejectedError(f"{flat}: unsupported value")
+        if self.leaves > self.limits.max_leaves:
+            raise RejectedError(f"more than {self.limits.max_leaves} leaves")
+        if depth == 1 and self.bad_key is not None:
+            # Only a key outside [A-Za-z0-9_] (a '-') can make two paths meet: name the collision if there is one.
             try:
-                self.out.samples[flat] = float(value)
-            except OverflowError:
-                raise RejectedError(f"{flat}: integer too large for a float") from None
-        elif isinstance(value, str):
-            if len(value) > MAX_STRING:
-                raise RejectedError(f"{flat}: string longer than {MAX_STRING} characters")
-            self.out.attributes[flat] = value
-        elif isinstance(value, list):
-            raise RejectedError(f"{flat}: arrays are not allowed (use an object keyed by name or index)")
-        else:  # pragma: no cover - json.loads makes nothing else
-            raise RejectedError(f"{flat}: unsupported value")
+                flatten(node)
+            except CollisionError as exc:
+                raise RejectedError(f"key collision: {exc} (keys may not contain '-')") from None
+            raise RejectedError(f"metrics key {self.bad_key[:80]!r}: keys are 1-64 of A-Z a-z 0-9 _")
