@@ -2,7 +2,9 @@
 
 Commands::
 
+    edgemon-server run [--config F]          collector + HTTP API (+ dashboard), one process
     edgemon-server collect [--config F]      the MQTT collector (storage only)
+    edgemon-server api [--config F]          the read-only HTTP API alone
     edgemon-server db upgrade [--config F]   create or upgrade the schema (alembic)
     edgemon-server db current [--config F]   the schema revision of the database
 
@@ -24,8 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from edgemon import logs
 from edgemon.config import ConfigError
+from edgemon.transport import is_loopback
 from edgemon_server import __version__, migrations
-from edgemon_server.config import ServerConfig, load
+from edgemon_server.config import ServerConfig, api_token, load, split_bind
 from edgemon_server.db import make_engine
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Store
@@ -43,9 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgemon-server", description="edgemon server")
     parser.add_argument("--version", action="version", version=f"edgemon-server {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    collect = sub.add_parser("collect", parents=[common], help="run the MQTT collector")
-    collect.add_argument("--shared-group", help="join $share/<group>/devices/+/monitoring")
-    collect.add_argument("--client-id", help="MQTT client id (default: the certificate's CN)")
+    mqtt = argparse.ArgumentParser(add_help=False)
+    mqtt.add_argument("--shared-group", help="join $share/<group>/devices/+/monitoring")
+    mqtt.add_argument("--client-id", help="MQTT client id (default: the certificate's CN)")
+    http = argparse.ArgumentParser(add_help=False)
+    http.add_argument("--http-bind", help="host:port of the HTTP API (default 127.0.0.1:8000)")
+    http.add_argument(
+        "--no-auth", action="store_true", help="allow a non-loopback bind without a token (not recommended)"
+    )
+    sub.add_parser("run", parents=[common, mqtt, http], help="collector and HTTP API together")
+    sub.add_parser("collect", parents=[common, mqtt], help="run the MQTT collector")
+    sub.add_parser("api", parents=[common, http], help="run the HTTP API alone")
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", parents=[common], help="create or upgrade the schema")
@@ -56,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> ServerConfig:
     server = {
         key: getattr(args, key, None)
-        for key in ("database_url", "log_format", "log_level", "shared_group", "client_id")
+        for key in ("database_url", "log_format", "log_level", "shared_group", "client_id", "http_bind")
     }
     return load(args.config, overrides={"server": server, "mqtt": {}})
 
@@ -84,13 +95,66 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{migrations.current(engine) or 'empty'} (head: {migrations.head()})")
             return 0
         migrations.upgrade(engine)
-        return _collect(config, engine)
+        if args.command == "collect":
+            return _collect(config, engine)
+        return _serve(config, engine, with_collector=args.command == "run", no_auth=args.no_auth)
     except ConfigError as exc:
         print(f"edgemon-server: configuration error: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
         log.error("database error", extra={"reason": str(exc).splitlines()[0][:300]})
         return 1
+
+
+def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: bool) -> int:
+    from waitress.server import create_server  # noqa: PLC0415
+
+    from edgemon_server.api import ApiSettings, create_app  # noqa: PLC0415
+
+    host, port = split_bind(config.server.http_bind)
+    token = api_token(config.server)
+    if not is_loopback(host) and not token:
+        if not no_auth:
+            raise ConfigError(
+                f"server.http_bind: {host} is not a loopback address and no API token is set "
+                "(EDGEMON_API_TOKEN or api_token_file); refusing to serve fleet data without auth "
+                "(--no-auth to do it anyway)"
+            )
+        log.warning("HTTP API without authentication on a non-loopback address", extra={"reason": host})
+    collector = None
+    if with_collector:
+        from edgemon_server.collector import Collector  # noqa: PLC0415
+
+        collector = Collector(config, Store(engine, limits_of(config), GapTracker(engine, config.server.resend_after)))
+    settings = ApiSettings(
+        token=token,
+        cors_origins=tuple(config.server.cors_origins),
+        rate_limit=config.server.rate_limit,
+        online_factor=config.server.online_factor,
+    )
+    app = create_app(engine, settings, (lambda: collector.stats) if collector is not None else None)
+    server = create_server(app, host=host, port=port, threads=8, ident="edgemon")
+    done = threading.Event()
+
+    def stop(*_: Any) -> None:
+        done.set()
+        server.close()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    if collector is not None:
+        collector.start()
+    actual = getattr(server, "effective_port", port)
+    log.info("HTTP API listening", extra={"reason": f"http://{host}:{actual}/"})
+    print(f"edgemon-server: http://{host}:{actual}/", flush=True)
+    try:
+        server.run()
+    except OSError:  # closed by stop()
+        if not done.is_set():
+            raise
+    if collector is not None:
+        collector.stop()
+    return 0
 
 
 def _collect(config: ServerConfig, engine: Any) -> int:

@@ -47,6 +47,11 @@ class ServerSettings:
         max_future_s: a ``ts`` further ahead of the server's clock is rejected.
         resend_after: seconds a hole in a device's ``seq`` may stay open before the device is asked
             to send the range again (0: never ask).
+        api_token: bearer token required by ``/api`` (required when ``http_bind`` is not loopback).
+        api_token_file: file holding the token (first line), instead of ``api_token``.
+        cors_origins: origins allowed to call the API from a browser (comma-separated).
+        rate_limit: per client address, Flask-Limiter syntax; empty: off.
+        online_factor: a device is online if seen within this many of its intervals.
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -64,6 +69,11 @@ class ServerSettings:
     max_leaves: int = 4096
     max_future_s: float = 300.0
     resend_after: float = 10.0
+    api_token: str = field(default="", repr=False)
+    api_token_file: str = ""
+    cors_origins: list[str] = field(default_factory=list)
+    rate_limit: str = "600 per minute"
+    online_factor: float = 3.0
     log_format: str = "text"
     log_level: str = "info"
 
@@ -116,9 +126,36 @@ def load(
             raise ConfigError(f"{at(key)}server.{key}: must be >= 1")
     if not 1 <= server.receive_maximum <= 65535:
         raise ConfigError(f"{at('receive_maximum')}server.receive_maximum: must be 1..65535")
+    if server.online_factor <= 0:
+        raise ConfigError(f"{at('online_factor')}server.online_factor: must be > 0")
+    if server.rate_limit and not re.fullmatch(r"\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?", server.rate_limit):
+        raise ConfigError(f"{at('rate_limit')}server.rate_limit: {server.rate_limit!r} is not like '600 per minute'")
     if "://" not in server.database_url:
         raise ConfigError(f"{at('database_url')}server.database_url: {server.database_url!r} is not a URL")
     return ServerConfig(server=server, mqtt=parsed["mqtt"], source=where.source)
+
+
+def api_token(server: ServerSettings) -> str:
+    """The API token from ``api_token`` or ``api_token_file``.
+
+    Raises:
+        ConfigError: an unreadable or empty token file.
+    """
+    if server.api_token_file:
+        try:
+            token = Path(server.api_token_file).read_text(encoding="utf-8").strip().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"server.api_token_file: cannot read {server.api_token_file}: {exc.strerror}") from exc
+        if not token or not token[0].strip():
+            raise ConfigError(f"server.api_token_file: {server.api_token_file} is empty")
+        return token[0].strip()
+    return server.api_token
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``"host:port"`` -> (host, port); ``[::1]:8000`` works too."""
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 document of the HTTP API (served at ``/api/v1/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgemon_server import __version__
+
+TIME = {"type": ["string", "null"], "format": "date-time", "description": "UTC, ISO 8601 with Z"}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+HEADLINE = {
+    "type": "object",
+    "required": ["cpu", "memory", "disk", "gpu"],
+    "properties": {k: {"type": ["number", "null"]} for k in ("cpu", "memory", "disk", "gpu")},
+}
+DEVICE_SUMMARY = {
+    "type": "object",
+    "required": ["id", "first_seen", "last_seen", "last_ts", "interval", "online", "metrics", "alerts", "headline"],
+    "properties": {
+        "id": {"type": "string"},
+        "first_seen": TIME,
+        "last_seen": TIME,
+        "last_ts": TIME,
+        "interval": {"type": "number"},
+        "online": {"type": "boolean"},
+        "metrics": {"type": "integer"},
+        "alerts": {"type": "integer"},
+        "headline": HEADLINE,
+    },
+}
+DEVICE = {
+    "type": "object",
+    "required": [
+        "id",
+        "first_seen",
+        "last_seen",
+        "last_ts",
+        "last_seq",
+        "interval",
+        "online",
+        "attributes",
+        "counters",
+    ],
+    "properties": {
+        "id": {"type": "string"},
+        "first_seen": TIME,
+        "last_seen": TIME,
+        "last_ts": TIME,
+        "last_seq": {"type": "integer"},
+        "interval": {"type": "number"},
+        "online": {"type": "boolean"},
+        "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+        "counters": {
+            "type": "object",
+            "required": ["received", "duplicates", "missing", "rejected"],
+            "properties": {k: {"type": "integer"} for k in ("received", "duplicates", "missing", "rejected")},
+        },
+    },
+}
+POINT = {"type": "array", "items": {"type": ["number", "null"]}, "minItems": 2, "maxItems": 4}
+SERIES = {
+    "type": "object",
+    "required": ["metric", "downsampled", "count", "points"],
+    "properties": {
+        "metric": {"type": "string"},
+        "downsampled": {"type": "boolean"},
+        "count": {"type": "integer"},
+        "bucket_ms": {"type": "integer"},
+        "points": {
+            "type": "array",
+            "items": POINT,
+            "description": "[ts_ms, value] raw, or [bucket_start_ms, min, max, avg] when downsampled",
+        },
+    },
+}
+REJECT = {
+    "type": "object",
+    "required": ["id", "received", "device", "topic", "reason", "size", "payload"],
+    "properties": {
+        "id": {"type": "integer"},
+        "received": TIME,
+        "device": {"type": ["string", "null"]},
+        "topic": {"type": "string"},
+        "reason": {"type": "string"},
+        "size": {"type": "integer"},
+        "payload": {"type": "string", "description": "the first KiB, decoded as UTF-8 with replacement"},
+    },
+}
+
+
+def _param(name: str, schema: dict[str, Any], description: str, where: str = "query", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": where, "schema": schema, "description": description, **extra}
+
+
+DEVICE_PARAM = _param("device", {"type": "string"}, "device id", "path", required=True)
+
+
+def _ok(schema: dict[str, Any], *codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+    for code in (*codes, 401, 429):
+        out[str(code)] = {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+    return out
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+def document() -> dict[str, Any]:
+    """The whole document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edgemon API", "version": __version__, "description": "Read-only fleet monitoring data."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/api/v1/devices": {
+                "get": {
+                    "summary": "The fleet",
+                    "parameters": [
+                        _param("prefix", {"type": "string", "maxLength": 128}, "device id prefix"),
+                        _param(
+                            "sort",
+                            {
+                                "type": "string",
+                                "enum": ["id", "-id", "last_seen", "-last_seen", "first_seen", "-first_seen"],
+                            },
+                            "order ('-' descending)",
+                        ),
+                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
+                        _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    ],
+                    "responses": _ok(
+                        _obj(
+                            ["devices", "next_cursor"],
+                            devices={"type": "array", "items": DEVICE_SUMMARY},
+                            next_cursor={"type": ["string", "null"]},
+                        ),
+                        400,
+                    ),
+                }
+            },
+            "/api/v1/devices/{device}": {
+                "get": {"summary": "One device", "parameters": [DEVICE_PARAM], "responses": _ok(DEVICE, 400, 404)}
+            },
+            "/api/v1/devices/{device}/metrics": {
+                "get": {
+                    "summary": "Metric keys with their latest value",
+                    "parameters": [DEVICE_PARAM, _param("prefix", {"type": "string"}, "key prefix, e.g. cpu-")],
+                    "responses": _ok(
+                        _obj(
+                            ["device", "metrics"],
+                            device={"type": "string"},
+                            metrics={
+                                "type": "array",
+                                "items": _obj(
+                                    ["key", "value", "ts"],
+                                    key={"type": "string"},
+                                    value={"type": ["number", "null"]},
+                                    ts=TIME,
+                                ),
+                            },
+                        ),
+                        400,
+                        404,
+                    ),
+                }
+            },
+            "/api/v1/devices/{device}/latest": {
+                "get": {
+                    "summary": "Latest snapshot, flat or nested",
+                    "parameters": [
+                        DEVICE_PARAM,
+                        _param("nested", {"type": "string", "enum": ["0", "1"]}, "re-nest keys"),
+                    ],
+                    "responses": {
+                        **_ok(
+                            _obj(
+                                ["device", "ts", "attributes", "metrics"],
+                                device={"type": "string"},
+                                ts=TIME,
+                                attributes={"type": "object"},
+                                metrics={"type": "object"},
+                            ),
+                            400,
+                            404,
+                        ),
+                        "304": {"description": "not modified (If-None-Match)"},
+                    },
+                }
+            },
+            "/api/v1/devices/{device}/series": {
+                "get": {
+                    "summary": "Time series, downsampled to at most `points` buckets (min/max/avg)",
+                    "parameters": [
+                        DEVICE_PARAM,
+                        _param(
+                            "metric",
+                            {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+                            "metric key (repeatable)",
+                            required=True,
+                            style="form",
+                            explode=True,
+                        ),
+                        _param("from", {"type": "string"}, "ISO 8601, epoch seconds, now, -15m/-1h/-7d (to - 1 h)"),
+                        _param("to", {"type": "string"}, "same forms (now)"),
+                        _param("points", {"type": "integer", "minimum": 2, "maximum": 5000}, "most points (500)"),
+                    ],
+                    "responses": _ok(
+                        _obj(
+                            ["device", "from", "to", "series"],
+                            device={"type": "string"},
+                            **{"from": TIME},
+                            to=TIME,
+                            series={"type": "array", "items": SERIES},
+                        ),
+                        400,
+                        404,
+                    ),
+                }
+            },
+            "/api/v1/rejects": {
+                "get": {
+                    "summary": "Dead-letter entries, newest first",
+                    "parameters": [
+                        _param("device", {"type": "string", "maxLength": 128}, "only this device"),
+                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (50)"),
+                        _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    ],
+                    "responses": _ok(
+                        _obj(
+                            ["rejects", "next_cursor"],
+                            rejects={"type": "array", "items": REJECT},
+                            next_cursor={"type": ["string", "null"]},
+                        ),
+                        400,
+                    ),
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}, "security": [{}]}
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Health",
+                    "security": [{}],
+                    "responses": {
+                        code: {
+                            "description": "health",
+                            "content": {
+                                "application/json": {
+                                    "schema": _obj(
+                                        ["status", "database", "collector"],
+                                        status={"type": "string", "enum": ["ok", "error"]},
+                                        database={"type": "object"},
+                                        collector={"type": ["object", "null"]},
+                                    )
+                                }
+                            },
+                        }
+                        for code in ("200", "503")
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,159 @@
+"""The read queries of the HTTP API, in SQLAlchemy Core; every one uses an index (see tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Select, and_, func, literal_column, or_, select, tuple_
+
+from edgemon_server.db import Base
+
+DEVICES = Base.metadata.tables["devices"]
+SERIES = Base.metadata.tables["series"]
+SAMPLES = Base.metadata.tables["samples"]
+PAYLOADS = Base.metadata.tables["payloads"]
+REJECTS = Base.metadata.tables["rejects"]
+
+HEADLINES = {
+    "cpu": ("cpu-percent", None),
+    "memory": ("memory-percent", None),
+    "disk": (None, "disk-usage-%-percent"),
+    "gpu": (None, "gpu-%-utilization-gpu"),
+}
+"""Headline values of the fleet overview: an exact key, or the maximum over a LIKE pattern."""
+
+SORTS = {"id": DEVICES.c.id, "last_seen": DEVICES.c.last_seen, "first_seen": DEVICES.c.first_seen}
+
+
+def latest_value(series_id: Any) -> Any:
+    """Scalar subquery: the newest sample's value of a series (one seek on the primary key)."""
+    return (
+        select(SAMPLES.c.value)
+        .where(SAMPLES.c.series_id == series_id)
+        .order_by(SAMPLES.c.ts.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def latest_ts(series_id: Any) -> Any:
+    """Scalar subquery: the newest sample's time of a series."""
+    return select(func.max(SAMPLES.c.ts)).where(SAMPLES.c.series_id == series_id).scalar_subquery()
+
+
+def devices_page(prefix: str, sort: str, descending: bool, after: tuple[Any, str] | None, limit: int) -> Select[Any]:
+    """One page of devices, keyset-paginated on (sort column, id)."""
+    column = SORTS[sort]
+    query = select(DEVICES)
+    if prefix:
+        query = query.where(DEVICES.c.id.startswith(prefix, autoescape=True))
+    if after is not None:
+        value, last_id = after
+        if sort == "id":
+            query = query.where(DEVICES.c.id < last_id if descending else DEVICES.c.id > last_id)
+        elif descending:
+            query = query.where(or_(column < value, and_(column == value, DEVICES.c.id < last_id)))
+        else:
+            query = query.where(tuple_(column, DEVICES.c.id) > tuple_(value, last_id))
+    order = [column.desc(), DEVICES.c.id.desc()] if descending else [column.asc(), DEVICES.c.id.asc()]
+    return query.order_by(*order).limit(limit + 1)
+
+
+def metric_counts(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    """Number of series per device."""
+    query = select(SERIES.c.device_id, func.count()).where(SERIES.c.device_id.in_(ids)).group_by(SERIES.c.device_id)
+    return {d: int(n) for d, n in conn.execute(query)}
+
+
+def headlines_query(ids: Sequence[str]) -> Select[Any]:
+    """(device, key, latest value) of the headline series of ``ids``."""
+    wanted = []
+    for exact, pattern in HEADLINES.values():
+        wanted.append(SERIES.c.key == exact if exact else SERIES.c.key.like(pattern))
+    return select(SERIES.c.device_id, SERIES.c.key, latest_value(SERIES.c.id).label("value")).where(
+        SERIES.c.device_id.in_(ids), or_(*wanted)
+    )
+
+
+def headlines(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """Headline values per device: cpu %, memory %, fullest disk %, busiest GPU %."""
+    out: dict[str, dict[str, float | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
+    for device, key, value in conn.execute(headlines_query(ids)):
+        if value is None:
+            continue
+        for name, (exact, pattern) in HEADLINES.items():
+            if key == exact or (pattern and _like(key, pattern)):
+                current = out[device][name]
+                out[device][name] = value if current is None else max(current, value)
+    return out
+
+
+def _like(key: str, pattern: str) -> bool:
+    head, tail = pattern.split("%")
+    return key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail)
+
+
+def metrics_query(device: str, prefix: str) -> Select[Any]:
+    """Series of a device (optionally by key prefix) with their latest value and time."""
+    query = select(SERIES.c.key, latest_value(SERIES.c.id).label("value"), latest_ts(SERIES.c.id).label("ts")).where(
+        SERIES.c.device_id == device
+    )
+    if prefix:
+        query = query.where(SERIES.c.key.startswith(prefix, autoescape=True))
+    return query.order_by(SERIES.c.key)
+
+
+def series_ids(conn: Connection, device: str, keys: Sequence[str]) -> dict[str, int]:
+    """Ids of the named series of a device."""
+    query = select(SERIES.c.key, SERIES.c.id).where(SERIES.c.device_id == device, SERIES.c.key.in_(keys))
+    return {k: int(i) for k, i in conn.execute(query)}
+
+
+def count_query(series_id: int, start: int, end: int) -> Select[Any]:
+    """How many samples a series has in [start, end]."""
+    return select(func.count()).where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+
+
+def raw_query(series_id: int, start: int, end: int) -> Select[Any]:
+    """The samples of a series in [start, end], oldest first."""
+    return (
+        select(SAMPLES.c.ts, SAMPLES.c.value)
+        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+        .order_by(SAMPLES.c.ts)
+    )
+
+
+def buckets_query(series_id: int, start: int, end: int, width: int) -> Select[Any]:
+    """Min/max/avg per time bucket of ``width`` ms from ``start`` (integer division on both databases)."""
+    bucket = ((SAMPLES.c.ts - start) // literal_column(str(int(width)))).label("bucket")
+    return (
+        select(bucket, func.min(SAMPLES.c.value), func.max(SAMPLES.c.value), func.avg(SAMPLES.c.value))
+        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+
+
+def missing_query(device: str) -> Select[Any]:
+    """Payloads missing from a device's seq (sum of the holes between stored seqs)."""
+    ordered = select(
+        PAYLOADS.c.seq.label("seq"), func.lag(PAYLOADS.c.seq).over(order_by=PAYLOADS.c.seq).label("prev")
+    ).where(PAYLOADS.c.device_id == device)
+    sub = ordered.subquery()
+    return select(func.coalesce(func.sum(sub.c.seq - sub.c.prev - 1), 0)).where(sub.c.seq > sub.c.prev + 1)
+
+
+def rejected_query(device: str) -> Select[Any]:
+    """Rejected messages of a device."""
+    return select(func.count()).select_from(REJECTS).where(REJECTS.c.device_id == device)
+
+
+def rejects_page(device: str | None, before: int | None, limit: int) -> Select[Any]:
+    """Newest rejects first, keyset-paginated on id."""
+    query = select(REJECTS)
+    if device:
+        query = query.where(REJECTS.c.device_id == device)
+    if before is not None:
+        query = query.where(REJECTS.c.id < before)
+    return query.order_by(REJECTS.c.id.desc()).limit(limit + 1)

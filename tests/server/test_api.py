@@ -1,0 +1,372 @@
+"""The HTTP API on SQLite and PostgreSQL, over data ingested through the collector's store path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from sqlalchemy import text
+
+from edgemon_server import queries as q
+from edgemon_server.api import ApiSettings, create_app
+from edgemon_server.store import Message, Store
+from tests.conftest import run_agent
+from tests.fleet import START, payload
+from tests.server.conftest import SERVER_BIN
+
+T0 = round(START * 1000)
+
+
+def ingest(store: Store, device: str, seqs, **changes) -> None:
+    msgs = []
+    for seq in seqs:
+        p = payload(device, seq)
+        p.update(changes)
+        msgs.append(Message(f"devices/{device}/monitoring", json.dumps(p).encode(), time.time()))
+    store.write(msgs)
+
+
+@pytest.fixture
+def agent_payload(agent_env):
+    out = run_agent("once", env={**agent_env, "EDGEMON_LOAD_PLUGINS": "cpu,disk"})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.encode()
+
+
+@pytest.fixture
+def client(engine, store, agent_payload):
+    ingest(store, "sim-a", [0, 1, 2, 5])
+    ingest(store, "sim-a", [1])  # a duplicate
+    store.write([Message("devices/sim-a/monitoring", b"{broken", time.time())])  # a reject
+    ingest(store, "sim-b", range(100))
+    for name in ("sim-c", "sim-d", "other"):
+        ingest(store, name, [0])
+    store.write([Message("devices/cli-device/monitoring", agent_payload, time.time())])
+    app = create_app(engine, ApiSettings(rate_limit=""))
+    return app.test_client()
+
+
+def get(client, url, status=200, **kw):
+    response = client.get(url, **kw)
+    assert response.status_code == status, (url, response.status_code, response.get_data(as_text=True))
+    assert response.is_json or status == 304
+    return response.get_json() if status != 304 else None
+
+
+def test_devices_lists_the_fleet_with_status_counts_and_headlines(client, agent_payload):
+    body = get(client, "/api/v1/devices")
+    ids = [d["id"] for d in body["devices"]]
+    assert ids == sorted(ids) == ["cli-device", "other", "sim-a", "sim-b", "sim-c", "sim-d"]
+    by_id = {d["id"]: d for d in body["devices"]}
+    assert by_id["sim-b"]["online"] is True
+    assert by_id["sim-b"]["metrics"] == 51
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", by_id["sim-b"]["last_seen"])
+    agent = json.loads(agent_payload)["metrics"]
+    head = by_id["cli-device"]["headline"]
+    assert head["cpu"] == pytest.approx(agent["cpu"]["percent"])
+    assert head["memory"] == pytest.approx(agent["memory"]["percent"])
+    assert head["disk"] == pytest.approx(max(d["percent"] for d in agent["disk"]["usage"].values()))
+    assert head["gpu"] is None
+    assert body["next_cursor"] is None
+
+
+def test_devices_prefix_sort_and_cursor_pagination(client):
+    assert [d["id"] for d in get(client, "/api/v1/devices?prefix=sim-")["devices"]] == [
+        "sim-a",
+        "sim-b",
+        "sim-c",
+        "sim-d",
+    ]
+    seen, cursor = [], None
+    while True:
+        url = "/api/v1/devices?limit=2&sort=-id" + (f"&cursor={cursor}" if cursor else "")
+        page = get(client, url)
+        seen += [d["id"] for d in page["devices"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["sim-d", "sim-c", "sim-b", "sim-a", "other", "cli-device"]
+    by_seen = [d["id"] for d in get(client, "/api/v1/devices?sort=-last_seen&limit=1000")["devices"]]
+    assert sorted(by_seen) == sorted(seen)
+    pages, cursor = [], None
+    while True:
+        page = get(client, "/api/v1/devices?limit=4&sort=last_seen" + (f"&cursor={cursor}" if cursor else ""))
+        pages += [d["id"] for d in page["devices"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert sorted(pages) == sorted(seen), "keyset pagination on a non-unique column visits each device once"
+
+
+def test_device_detail_has_attributes_and_exact_counters(client):
+    body = get(client, "/api/v1/devices/sim-a")
+    assert body["attributes"] == {"system-hostname": "host-sim-a", "system-agent_version": "0.1.0"}
+    assert body["counters"] == {"received": 4, "duplicates": 1, "missing": 2, "rejected": 1}
+    assert body["last_seq"] == 5
+
+
+def test_metrics_with_prefix_and_latest_values(client):
+    body = get(client, "/api/v1/devices/sim-b/metrics?prefix=cpu-cores-cpu1-")
+    assert [m["key"] for m in body["metrics"]] == ["cpu-cores-cpu1-freq_mhz", "cpu-cores-cpu1-percent"]
+    assert body["metrics"][1]["value"] == (99 * 7 + 1) % 100
+    assert body["metrics"][1]["ts"] == "2026-01-01T00:01:39.000Z"
+
+
+def test_latest_flat_nested_and_etag(client):
+    flat = get(client, "/api/v1/devices/sim-b/latest")
+    assert flat["metrics"]["cpu-percent"] == 99.5
+    assert flat["ts"] == "2026-01-01T00:01:39.000Z"
+    nested = get(client, "/api/v1/devices/sim-b/latest?nested=1")
+    assert nested["metrics"]["cpu"]["cores"]["cpu1"]["percent"] == (99 * 7 + 1) % 100
+    assert nested["metrics"]["system"]["hostname"] == "host-sim-b"
+    response = client.get("/api/v1/devices/sim-b/latest")
+    etag = response.headers["ETag"]
+    assert client.get("/api/v1/devices/sim-b/latest", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_series_raw_when_it_fits_and_bucketed_when_not(client):
+    window = f"from={START}&to={START + 99}"
+    raw = get(client, f"/api/v1/devices/sim-b/series?metric=cpu-percent&metric=memory-percent&{window}&points=500")
+    assert [s["metric"] for s in raw["series"]] == ["cpu-percent", "memory-percent"]
+    cpu = raw["series"][0]
+    assert cpu["downsampled"] is False
+    assert cpu["count"] == 100
+    assert cpu["points"][:2] == [[T0, 0.5], [T0 + 1000, 1.5]]
+    assert raw["from"] == "2026-01-01T00:00:00.000Z"
+    down = get(client, f"/api/v1/devices/sim-b/series?metric=cpu-percent&{window}&points=10")
+    cpu = down["series"][0]
+    assert cpu["downsampled"] is True
+    assert len(cpu["points"]) == 10
+    width = cpu["bucket_ms"]
+    assert width == 9901  # ceil(99,001 ms / 10)
+    first = [v + 0.5 for v in range(100) if v * 1000 < width]
+    assert cpu["points"][0] == [T0, min(first), max(first), pytest.approx(sum(first) / len(first))]
+    iso = get(
+        client, "/api/v1/devices/sim-b/series?metric=cpu-percent&from=2026-01-01T00:00:10Z&to=2026-01-01T00:00:12Z"
+    )
+    assert [p[0] for p in iso["series"][0]["points"]] == [T0 + 10000, T0 + 11000, T0 + 12000]
+
+
+BAD = [
+    ("/api/v1/devices/nope", 404, "no device 'nope'"),
+    ("/api/v1/devices/bad%20id", 400, "may hold only"),
+    ("/api/v1/devices/" + "x" * 300, 400, "may hold only"),
+    ("/api/v1/devices?sort=color", 400, "sort"),
+    ("/api/v1/devices?limit=0", 400, "limit"),
+    ("/api/v1/devices?limit=abc", 400, "limit"),
+    ("/api/v1/devices?cursor=%%%", 400, "cursor"),
+    ("/api/v1/devices?cursor=WzEsMl0", 400, "cursor"),
+    ("/api/v1/devices/sim-b/series", 400, "metric"),
+    ("/api/v1/devices/sim-b/series?metric=nope", 404, "no metric 'nope'"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&from=yesterday", 400, "from"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&from=10&to=5", 400, "after"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&points=1", 400, "points"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&points=99999999", 400, "points"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&from=1e300", 400, "from"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&to=9999-99-99", 400, "to"),
+    ("/api/v1/devices/sim-b/series?metric=x'%20OR%201=1--", 404, "no metric"),
+    ("/api/v1/devices/sim-b/series?" + "&".join(["metric=a"] * 11), 400, "at most 10"),
+    ("/api/v1/devices/sim-b/series?metric=" + "k" * 2000, 400, "longer than"),
+    ("/api/v1/devices/sim-b/latest?nested=maybe", 400, "nested"),
+    ("/api/v1/devices?prefix=" + "p" * 500, 400, "prefix"),
+    ("/api/v1/rejects?cursor=InMi", 400, "cursor"),
+    ("/api/v1/nothing-here", 404, ""),
+]
+
+
+@pytest.mark.parametrize(("url", "status", "message"), BAD, ids=[b[0][:60] for b in BAD])
+def test_bad_parameters_get_a_4xx_with_a_json_message(client, url, status, message):
+    body = get(client, url, status)
+    assert message in body["error"]
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_read_only(client, method):
+    response = getattr(client, method)("/api/v1/devices")
+    assert response.status_code == 405
+    assert "read-only" in response.get_json()["error"]
+
+
+def test_rejects_are_listed_newest_first_and_paginated(client, store):
+    for i in range(3):
+        store.write([Message("devices/sim-c/monitoring", f"bad {i}".encode(), time.time())])
+    page = get(client, "/api/v1/rejects?limit=2")
+    assert [r["payload"] for r in page["rejects"]] == ["bad 2", "bad 1"]
+    rest = get(client, f"/api/v1/rejects?limit=2&cursor={page['next_cursor']}")
+    assert [r["payload"] for r in rest["rejects"]] == ["bad 0", "{broken"]
+    assert get(client, "/api/v1/rejects?device=sim-a")["rejects"][0]["reason"].startswith("malformed JSON")
+
+
+def test_healthz(client):
+    body = get(client, "/healthz")
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["collector"] is None
+
+
+def test_bearer_token_and_cors(engine):
+    app = create_app(engine, ApiSettings(token="s3cret", cors_origins=("http://dash.example",), rate_limit=""))
+    c = app.test_client()
+    denied = c.get("/api/v1/devices")
+    assert denied.status_code == 401
+    assert "bearer token" in denied.get_json()["error"]
+    assert c.get("/api/v1/devices", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = c.get("/api/v1/devices", headers={"Authorization": "Bearer s3cret", "Origin": "http://dash.example"})
+    assert ok.status_code == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == "http://dash.example"
+    other = c.get("/api/v1/devices", headers={"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert c.get("/healthz").status_code == 200, "health checks need no token"
+
+
+def test_rate_limit_per_client_returns_429(engine):
+    c = create_app(engine, ApiSettings(rate_limit="3 per minute")).test_client()
+    codes = [c.get("/api/v1/devices").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert "rate limit" in c.get("/api/v1/devices").get_json()["error"]
+
+
+def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
+    from edgemon_server import migrations
+    from edgemon_server.db import make_engine
+
+    eng = make_engine(sqlite_url)
+    migrations.upgrade(eng)
+    statements = [
+        q.devices_page("sim", "id", False, ("a", "a"), 100),
+        q.devices_page("", "last_seen", True, (1, "a"), 100),
+        q.headlines_query(["a", "b"]),
+        q.metrics_query("a", "cpu-"),
+        q.count_query(1, 0, 10),
+        q.raw_query(1, 0, 10),
+        q.buckets_query(1, 0, 10, 2),
+        q.missing_query("a"),
+        q.rejected_query("a"),
+        q.rejects_page("a", 10, 50),
+    ]
+    with eng.connect() as conn:
+        for stmt in statements:
+            compiled = stmt.compile(eng, compile_kwargs={"literal_binds": True})
+            plan = " | ".join(row[3] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+            for table in ("samples", "series", "payloads", "rejects"):
+                assert f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", "SEARCH"), plan
+    eng.dispose()
+
+
+def test_openapi_documents_every_route(client):
+    doc = get(client, "/api/v1/openapi.json")
+    routes = {
+        re.sub(r"<(\w+)>", r"{\1}", rule.rule)
+        for rule in client.application.url_map.iter_rules()
+        if rule.rule.startswith(("/api/", "/healthz"))
+    }
+    assert set(doc["paths"]) == routes
+
+
+def test_schemathesis_no_5xx_and_responses_match_the_schema(client):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    # Opaque cursors and free-form times are strings in the schema, so "valid by the schema" is not
+    # "accepted": the positive-data check does not apply; the rest do.
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", client.application)
+    failures: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    assert len(operations) >= 7
+    for operation in operations:
+
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case):
+            try:
+                case.call_and_validate(checks=checks)
+            except Exception as exc:  # noqa: BLE001 - collected, reported together below
+                failures.append(f"{case.method} {case.formatted_path} {case.query}: {str(exc)[:400]}")
+
+        check()
+    assert not failures, "\n".join(failures[:5])
+
+
+def test_non_loopback_bind_without_token_is_refused(sqlite_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+    env["EDGEMON_DATABASE_URL"] = sqlite_url
+    out = subprocess.run(
+        [str(SERVER_BIN), "api", "--http-bind", "0.0.0.0:0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "refusing to serve fleet data without auth" in out.stderr
+
+
+def test_api_command_serves_http_and_stops_on_sigterm(sqlite_url):
+    from tests.harness import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+    env.update({"EDGEMON_DATABASE_URL": sqlite_url, "EDGEMON_HTTP_BIND": f"127.0.0.1:{port}"})
+    proc = subprocess.Popen(
+        [str(SERVER_BIN), "api"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as r:
+                    assert json.load(r) == {"devices": [], "next_cursor": None}
+                    break
+            except OSError:
+                assert proc.poll() is None, "exited"
+                assert time.monotonic() < deadline, "no answer"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/" in output
+
+
+@pytest.mark.slow
+def test_run_serves_what_the_real_collector_stored(broker, pki, sqlite_url, collector_env, mqtt_env, run_agent_proc):
+    from tests.harness import free_port
+
+    port = free_port()
+    env = collector_env(sqlite_url, EDGEMON_HTTP_BIND=f"127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [str(SERVER_BIN), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run_agent_proc(mqtt_env("dev-http", EDGEMON_LOAD_PLUGINS="cpu,disk", EDGEMON_INTERVAL="0.5"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        latest = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/api/v1/devices/dev-http/latest", timeout=2) as r:
+                    latest = json.load(r)
+                    break
+            except OSError:
+                assert proc.poll() is None, "exited"
+                time.sleep(0.3)
+        assert latest is not None, "the device never appeared"
+        assert "cpu-percent" in latest["metrics"]
+        assert latest["attributes"]["system-agent_version"]
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+            health = json.load(r)
+        assert health["collector"]["state"] == "connected"
+        assert health["collector"]["stored"] >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
