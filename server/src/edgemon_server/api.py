@@ -19,9 +19,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from sqlalchemy import Connection, Engine, select, text
@@ -360,8 +361,33 @@ def healthz() -> tuple[Response, int]:
     return jsonify(body), 200 if body["status"] == "ok" else 503
 
 
+DASHBOARD = Path(__file__).parent / "static"
+"""Where ``npm run build`` in ``frontend/`` puts the dashboard."""
+
+
+def _dashboard(directory: Path) -> Callable[..., Any]:
+    def serve(path: str = "") -> Any:
+        if path.startswith("api/"):
+            raise ApiError(404, f"no such endpoint: /{path[:200]}")
+        if not (directory / "index.html").is_file():
+            return jsonify({"error": "the dashboard is not built: run `make run` or `npm run build` in frontend/"}), 404
+        if path and (directory / path).is_file():
+            response = send_from_directory(directory, path)
+            if path.startswith("assets/"):  # content-hashed file names
+                response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+            return response
+        response = send_from_directory(directory, "index.html")  # client-side routes
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return serve
+
+
 def create_app(
-    engine: Engine, settings: ApiSettings | None = None, collector_stats: Callable[[], Any] | None = None
+    engine: Engine,
+    settings: ApiSettings | None = None,
+    collector_stats: Callable[[], Any] | None = None,
+    dashboard: Path | None = DASHBOARD,
 ) -> Flask:
     """The Flask application.
 
@@ -369,9 +395,11 @@ def create_app(
         engine: the database (already migrated).
         settings: token, CORS origins, rate limit, online factor.
         collector_stats: returns the in-process collector's stats, for ``/healthz``.
+        dashboard: directory of the built dashboard, served at ``/`` (client routes fall back to
+            ``index.html``); ``None``: no dashboard.
     """
     settings = settings or ApiSettings()
-    app = Flask("edgemon_server")
+    app = Flask("edgemon_server", static_folder=None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["edgemon_engine"] = engine
     app.extensions["edgemon_api"] = settings
@@ -387,6 +415,10 @@ def create_app(
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     limiter.exempt(healthz)
+    if dashboard is not None:
+        serve = limiter.exempt(_dashboard(dashboard))
+        app.add_url_rule("/", "dashboard", serve, methods=["GET"])
+        app.add_url_rule("/<path:path>", "dashboard_path", serve, methods=["GET"])
 
     @app.before_request
     def _auth() -> Response | None:

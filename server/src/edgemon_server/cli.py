@@ -7,6 +7,8 @@ Commands::
     edgemon-server api [--config F]          the read-only HTTP API alone
     edgemon-server db upgrade [--config F]   create or upgrade the schema (alembic)
     edgemon-server db current [--config F]   the schema revision of the database
+    edgemon-server certs init [--dir D]      a local CA, broker and collector certificates, an ACL
+    edgemon-server certs device NAME         a device certificate (CN = NAME)
 
 Settings: ``--config`` TOML file, then ``EDGEMON_*`` variables (``EDGEMON_DATABASE_URL``,
 ``EDGEMON_SHARED_GROUP``, ``EDGEMON_MQTT_*`` as for the agent), then flags.
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,7 +65,40 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", parents=[common], help="create or upgrade the schema")
     db_sub.add_parser("current", parents=[common], help="print the schema revision")
+    certs = sub.add_parser("certs", help="a local CA for a home lab (AWS IoT Core issues its own)")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    init = certs_sub.add_parser("init", help="create the CA, broker and collector certificates and an ACL")
+    init.add_argument("--dir", default="var/pki")
+    dev = certs_sub.add_parser("device", help="issue a device certificate")
+    dev.add_argument("name")
+    dev.add_argument("--dir", default="var/pki")
     return parser
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from edgemon_server.pki import LocalCA  # noqa: PLC0415 - cryptography only for this command
+
+    ca = LocalCA(args.dir)
+    print(
+        "note: for your own broker only; AWS IoT Core issues device certificates itself",
+        file=sys.stderr,
+    )
+    if args.certs_command == "init":
+        if ca.exists():
+            print(f"edgemon-server: {ca.ca_path} exists; not overwriting", file=sys.stderr)
+            return 2
+        ca.init()
+        print(f"CA, broker (localhost) and collector certificates and an ACL in {ca.dir}")
+        return 0
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", args.name):
+        print(f"edgemon-server: {args.name!r}: a device id holds only letters, digits, _ . : -", file=sys.stderr)
+        return 2
+    if not ca.exists():
+        print(f"edgemon-server: no CA in {ca.dir}: run 'edgemon-server certs init' first", file=sys.stderr)
+        return 2
+    cert, key = ca.issue(args.name)
+    print(f"{cert}\n{key}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -81,6 +118,8 @@ def limits_of(config: ServerConfig) -> Limits:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``edgemon-server``."""
     args = _parser().parse_args(argv)
+    if args.command == "certs":
+        return _certs(args)
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -109,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: bool) -> int:
     from waitress.server import create_server  # noqa: PLC0415
 
-    from edgemon_server.api import ApiSettings, create_app  # noqa: PLC0415
+    from edgemon_server.api import DASHBOARD, ApiSettings, create_app  # noqa: PLC0415
 
     host, port = split_bind(config.server.http_bind)
     token = api_token(config.server)
@@ -132,7 +171,8 @@ def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: boo
         rate_limit=config.server.rate_limit,
         online_factor=config.server.online_factor,
     )
-    app = create_app(engine, settings, (lambda: collector.stats) if collector is not None else None)
+    dashboard = Path(config.server.dashboard_dir) if config.server.dashboard_dir else DASHBOARD
+    app = create_app(engine, settings, (lambda: collector.stats) if collector is not None else None, dashboard)
     server = create_server(app, host=host, port=port, threads=8, ident="edgemon")
     done = threading.Event()
 

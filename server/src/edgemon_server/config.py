@@ -52,6 +52,7 @@ class ServerSettings:
         cors_origins: origins allowed to call the API from a browser (comma-separated).
         rate_limit: per client address, Flask-Limiter syntax; empty: off.
         online_factor: a device is online if seen within this many of its intervals.
+        dashboard_dir: the built dashboard to serve at ``/`` (default: the one in the package).
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -74,6 +75,7 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)
     rate_limit: str = "600 per minute"
     online_factor: float = 3.0
+    dashboard_dir: str = ""
     log_format: str = "text"
     log_level: str = "info"
 

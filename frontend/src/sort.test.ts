@@ -1,0 +1,27 @@
+import { describe, expect, it } from "vitest";
+import type { DeviceSummary } from "./api";
+import { sortDevices } from "./sort";
+
+const device = (id: string, cpu: number | null, online = true): DeviceSummary => ({
+  id,
+  first_seen: "2026-11-29T00:00:00Z",
+  last_seen: "2026-11-29T00:00:00Z",
+  last_ts: "2026-11-29T00:00:00Z",
+  interval: 10,
+  online,
+  metrics: 1,
+  alerts: 0,
+  headline: { cpu, memory: null, disk: null, gpu: null },
+});
+
+describe("sortDevices", () => {
+  it("sorts by a headline value, missing last ascending, ties by id", () => {
+    const ds = [device("b", 50), device("a", 50), device("c", null), device("d", 10)];
+    expect(sortDevices(ds, "cpu", false).map((d) => d.id)).toEqual(["c", "d", "a", "b"]);
+    expect(sortDevices(ds, "cpu", true).map((d) => d.id)).toEqual(["a", "b", "d", "c"]);
+  });
+  it("puts offline devices first when sorting by status", () => {
+    const ds = [device("a", 1), device("b", 1, false)];
+    expect(sortDevices(ds, "status", false).map((d) => d.id)).toEqual(["b", "a"]);
+  });
+});
