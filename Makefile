@@ -1,4 +1,4 @@
-# The front door. `make test` and `make run` work on a fresh clone with Python >= 3.11.
+# The front door. `make test` and `make run` work on a fresh clone with Python >= 3.11 and Node.js >= 20.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
 PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
 
-.PHONY: install lint typecheck pytest test run bench clean system-deps
+NPM_STAMP := frontend/node_modules/.installed
+DASHBOARD := server/src/edgemon_server/static/index.html
+
+.PHONY: install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +19,20 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@
 
-install: $(STAMP)
+$(NPM_STAMP): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The dashboard is built into the server package, which serves it at /.
+$(DASHBOARD): $(NPM_STAMP) $(wildcard frontend/src/*) frontend/index.html frontend/vite.config.ts
+	cd frontend && npm run build --silent
+
+install: $(STAMP) $(NPM_STAMP)
+
+dashboard: $(DASHBOARD)
+
+frontend-test: $(NPM_STAMP)
+	cd frontend && npx tsc --noEmit && npx vitest run
 
 lint: install
 	$(BIN)/ruff check .
@@ -44,18 +60,37 @@ system-deps:
 	    fi; \
 	    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is needed on 127.0.0.1:5432 (or set EDGEMON_TEST_PG)"; exit 1; }; \
 	fi
+	@# The dashboard's end-to-end test drives Debian's chromium (no browser download).
+	@if [ ! -x /usr/bin/chromium ] && [ -z "$$CHROMIUM" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    else \
+	        echo "chromium is needed by the dashboard test: sudo apt-get install chromium (or set CHROMIUM=/path)"; exit 1; \
+	    fi; \
+	fi
 
-pytest: install system-deps
+pytest: install system-deps dashboard
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck frontend-test pytest
 
-# Until the server and dashboard land: the agent in print mode, one payload a line.
-run: install
-	EDGEMON_STATE_DIR=$${EDGEMON_STATE_DIR:-var/agent} $(BIN)/edgemon-agent run --interval $${EDGEMON_INTERVAL:-10} --output stdout
+# The whole stack: mosquitto (mTLS, local CA under var/pki), edgemon-server run (collector, API,
+# dashboard; SQLite var/edgemon.db) and an agent for this machine. Ctrl-C stops all three.
+run: install dashboard
+	@$(MAKE) --no-print-directory system-deps-run
+	$(BIN)/python scripts/run_stack.py
+
+system-deps-run:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	    fi; \
+	fi
 
 bench: install
 	$(BIN)/python benchmarks/agent_overhead.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/api.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis frontend/node_modules server/src/edgemon_server/static

@@ -24,9 +24,9 @@ METRICS = 50
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
-def payload(device: str, seq: int, interval: float = 1.0) -> dict[str, Any]:
-    """The payload ``seq`` of ``device``: deterministic, so a resend is byte-identical."""
-    when = dt.datetime.fromtimestamp(START + seq * interval, dt.UTC)
+def payload(device: str, seq: int, interval: float = 1.0, start: float = START) -> dict[str, Any]:
+    """The payload ``seq`` of ``device`` at ``start + seq x interval``: deterministic, so a resend is identical."""
+    when = dt.datetime.fromtimestamp(start + seq * interval, dt.UTC)
     cores = {f"cpu{i}": {"percent": (seq * 7 + i) % 100, "freq_mhz": 2600.0 + i} for i in range(8)}
     return {
         "schema": 1,
@@ -37,12 +37,12 @@ def payload(device: str, seq: int, interval: float = 1.0) -> dict[str, Any]:
         "metrics": {
             "cpu": {"percent": (seq % 100) + 0.5, "load1": seq % 4 / 4, "cores": cores},  # 2 + 16
             "memory": {"total": 8 * 2**30, "used": (seq % 97) * 2**20, "percent": seq % 97, "swap_used": 0},  # 4
-            "disk": {
-                d: {"read_bytes": seq * 4096, "write_bytes": seq * 512, "percent": 42.0, "free": 2**34}
-                for d in ("sda", "sdb", "nvme0n1")
+            "disk": {  # the shape of the edgemon-disk plugin's
+                "usage": {d: {"percent": 42.0 + i, "free": 2**34} for i, d in enumerate(("sda", "sdb", "nvme0n1"))},
+                "io": {d: {"read_bytes": seq * 4096, "write_bytes": seq * 512} for d in ("sda", "sdb", "nvme0n1")},
             },  # 12
             "net": {n: {"rx_bytes": seq * 1500, "tx_bytes": seq * 900} for n in ("eth0", "wlan0")},  # 4
-            "gpu": {"0": {"util": seq % 100, "mem_used": 2**30, "temp_c": 55, "power_w": 210.5}},  # 4
+            "gpu": {"0": {"utilization": {"gpu": seq % 100}, "mem_used": 2**30, "temp_c": 55, "power_w": 210.5}},  # 4
             "sensors": {f"t{i}": 40 + i for i in range(8)},  # 8
             "system": {"hostname": f"host-{device}", "agent_version": "0.1.0", "online": True},  # 2 strings, 1 bool
         },
@@ -79,8 +79,12 @@ class Fleet:
         window: int = 8,
         interval: float = 1.0,
         pace: float = 0.0,
+        start: float = START,
     ) -> None:
-        """``pace``: seconds between two publishes of one device (0: as fast as the window allows)."""
+        """``pace``: seconds between two publishes of one device (0: as fast as the window allows).
+
+        ``start``: the ``ts`` of ``seq`` 0 (payload ``seq`` is at ``start + seq x interval``).
+        """
         from awscrt import mqtt5
         from awsiot import mqtt5_client_builder
 
@@ -88,6 +92,7 @@ class Fleet:
         self.window = window
         self.interval = interval
         self.pace = pace
+        self.start = start
         self.devices: list[SimDevice] = []
         self._events: deque[tuple[SimDevice, int, bool]] = deque()
         self._wake = threading.Event()
@@ -171,7 +176,7 @@ class Fleet:
                     self._send(dev, dev.pending.popleft())
 
     def _send(self, dev: SimDevice, seq: int) -> None:
-        body = json.dumps(payload(dev.name, seq, self.interval), separators=(",", ":")).encode()
+        body = json.dumps(payload(dev.name, seq, self.interval, self.start), separators=(",", ":")).encode()
         dev.inflight.add(seq)
         dev.published_at[seq] = time.time()
         packet = self.mqtt5.PublishPacket(

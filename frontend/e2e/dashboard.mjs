@@ -1,0 +1,84 @@
+// End-to-end check of the dashboard in real headless Chromium (Debian's, driven by playwright-core).
+// Env: BASE_URL, DEVICE (to find), METRICS (two keys, comma-separated), POINTS (expected chart points),
+// VALUES (JSON {key: "expected text"} for the snapshot), SHOTS (directory for screenshots), CHROMIUM.
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const env = process.env;
+const base = env.BASE_URL;
+const device = env.DEVICE;
+const metrics = env.METRICS.split(",");
+const shots = env.SHOTS ?? "var/screenshots";
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const failures = [];
+const check = (ok, what) => {
+  if (!ok) failures.push(what);
+};
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(String(err)));
+  await page.goto(base + "/", { waitUntil: "networkidle" });
+  await page.waitForSelector("table.fleet tbody tr");
+  const rows = await page.locator("table.fleet tbody tr").count();
+  check(rows >= 2, `overview lists the fleet (${rows} rows)`);
+  await page.waitForTimeout(500); // sparklines
+  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+
+  await page.fill('input[aria-label="search devices"]', device);
+  await page.waitForFunction((id) => {
+    const rows = [...document.querySelectorAll("table.fleet tbody tr")];
+    return rows.length === 1 && rows[0].getAttribute("data-device") === id;
+  }, device);
+  check(page.url().includes(`q=${encodeURIComponent(device)}`), "the search is in the URL");
+  await page.click(`tr[data-device="${device}"] a`);
+  await page.waitForSelector("table.snapshot");
+
+  for (const metric of metrics) {
+    await page.fill('input[aria-label="search metrics"]', metric);
+    await page.locator("ul.matches label", { hasText: new RegExp(`^${metric}$`) }).locator("input").check();
+  }
+  await page.waitForSelector(`.chart[data-series="${metrics.length}"]`);
+  const points = Number(await page.getAttribute(".chart", "data-points"));
+  check(points === Number(env.POINTS), `chart draws ${env.POINTS} points (got ${points})`);
+  const canvas = await page.locator(".chart canvas").count();
+  check(canvas >= 1, "uPlot drew a canvas");
+  const url = new URL(page.url());
+  check(JSON.stringify(url.searchParams.getAll("m")) === JSON.stringify(metrics), `metrics in the URL: ${url.search}`);
+
+  for (const [key, expected] of Object.entries(JSON.parse(env.VALUES))) {
+    const text = (await page.locator(`tr[data-key="${key}"] td.num`).textContent())?.trim();
+    check(text === expected, `snapshot ${key} shows ${expected} (got ${text})`);
+  }
+  await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
+
+  // A shared link opens the same view.
+  const again = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await again.goto(page.url(), { waitUntil: "networkidle" });
+  await again.waitForSelector(`.chart[data-series="${metrics.length}"]`);
+  check((await again.getAttribute(".chart", "data-points")) === String(points), "a shared link shows the same chart");
+
+  // An API error is shown, not swallowed.
+  await again.goto(base + "/devices/no-such-device", { waitUntil: "networkidle" });
+  const alert = await again.locator('[role="alert"]').textContent();
+  check(alert?.includes("no device 'no-such-device'"), `the API's error is shown (got ${alert})`);
+  check(errors.length === 0, `no page errors: ${errors.join("; ")}`);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify({ ok: failures.length === 0, failures }));
+process.exit(failures.length === 0 ? 0 : 1);

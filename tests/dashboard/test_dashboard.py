@@ -1,0 +1,137 @@
+"""The dashboard in real headless Chromium against a server fed by the real collector, and `make run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import REPO
+from tests.fleet import Fleet, payload
+from tests.harness import free_port
+from tests.server.conftest import SERVER_BIN
+
+pytestmark = pytest.mark.slow
+FRONTEND = REPO / "frontend"
+BUILT = REPO / "server" / "src" / "edgemon_server" / "static" / "index.html"
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[str] | None = None) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bytes(r.read())
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"exited: {proc.stdout.read() if proc.stdout else ''}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env):
+    assert BUILT.exists(), "the dashboard is built by `make test` (npm run build) before pytest"
+    port = free_port()
+    server = subprocess.Popen(
+        [str(SERVER_BIN), "run"],
+        env=collector_env(sqlite_url, EDGEMON_HTTP_BIND=f"127.0.0.1:{port}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    fleet = None
+    try:
+        wait_http(base + "/healthz", 30, server)
+        start = time.time() - 120
+        fleet = Fleet(broker, pki, 4, prefix="site", start=start)
+        fleet.publish(100)
+        assert fleet.wait(60)
+        device = fleet.devices[2].name
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            body = json.loads(wait_http(f"{base}/api/v1/devices/{device}", 5))
+            if body["counters"]["received"] == 100:
+                break
+            time.sleep(0.3)
+        last = payload(device, 99, start=start)["metrics"]
+        values = {
+            "cpu-percent": f"{last['cpu']['percent']:.1f} %",
+            "memory-percent": f"{float(last['memory']['percent']):.1f} %",
+            "gpu-0-temp_c": "55 °C",
+        }
+        shots = REPO / "var" / "screenshots"
+        env = {
+            **os.environ,
+            "BASE_URL": base,
+            "DEVICE": device,
+            "METRICS": "cpu-percent,memory-percent",
+            "POINTS": "100",
+            "VALUES": json.dumps(values),
+            "SHOTS": str(shots),
+        }
+        out = subprocess.run(
+            ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {"ok": True, "failures": []}
+        for name in ("overview.png", "device.png"):
+            assert (shots / name).stat().st_size > 10_000
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+
+def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path):
+    var = tmp_path / "var"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "run_stack.py"),
+            "--var",
+            str(var),
+            "--mqtt-port",
+            "0",
+            "--http-port",
+            "0",
+            "--interval",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "dashboard http://127.0.0.1:" in line, line + (proc.stdout.read() if proc.poll() is not None else "")
+        url = line.split("dashboard ")[1].split()[0]
+        assert b"<title>edgemon</title>" in wait_http(url, 10) or not BUILT.exists()
+        deadline = time.monotonic() + 30
+        devices: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            devices = json.loads(wait_http(url + "api/v1/devices", 5))["devices"]
+            if devices and devices[0]["metrics"]:
+                break
+            time.sleep(0.5)
+        assert devices, "the local agent's data did not appear within 30 s"
+        assert devices[0]["headline"]["cpu"] is not None
+        pids = json.loads((var / "run" / "pids.json").read_text())
+        assert set(pids) == {"mosquitto", "server", "agent"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
