@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path):
         url = line.split("dashboard ")[1].split()[0]
         assert b"<title>edgemon</title>" in wait_http(url, 10) or not BUILT.exists()
         deadline = time.monotonic() + 30
-        devices: list[dict[str, object]] = []
+        devices: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             devices = json.loads(wait_http(url + "api/v1/devices", 5))["devices"]
             if devices and devices[0]["metrics"]:

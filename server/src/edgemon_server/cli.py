@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from edgemon_server.pki import LocalCA  # noqa: PLC0415 - cryptography only for this command
+    from edgemon_server.pki import LocalCA, mosquitto_conf  # noqa: PLC0415 - cryptography only for this command
 
     ca = LocalCA(args.dir)
     print(
@@ -88,7 +88,8 @@ def _certs(args: argparse.Namespace) -> int:
             print(f"edgemon-server: {ca.ca_path} exists; not overwriting", file=sys.stderr)
             return 2
         ca.init()
-        print(f"CA, broker (localhost) and collector certificates and an ACL in {ca.dir}")
+        (ca.dir / "mosquitto.conf").write_text(mosquitto_conf(ca, 8883, ca.dir.resolve() / "mosquitto"))
+        print(f"CA, broker (localhost) and collector certificates, an ACL and a mosquitto.conf in {ca.dir}")
         return 0
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", args.name):
         print(f"edgemon-server: {args.name!r}: a device id holds only letters, digits, _ . : -", file=sys.stderr)
