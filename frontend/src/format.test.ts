@@ -13,6 +13,9 @@ describe("formatValue", () => {
     expect(formatValue("cpu-freq_mhz", 2600)).toBe("2,600 MHz");
     expect(formatValue("agent-cycle_ms", 1.234)).toBe("1.23 ms");
     expect(formatValue("sensors-fan", 1200)).toBe("1,200");
+    expect(formatValue("disk-io-vda-read_bytes_per_s", 3 * 2 ** 20)).toBe("3.00 MiB/s");
+    expect(formatValue("disk-io-vda-read_count_per_s", 553.5)).toBe("553.5/s");
+    expect(formatValue("system-uptime_s", 2788)).toBe("2,788 s");
   });
   it("shows a dash for a missing value", () => {
     expect(formatValue("cpu-percent", null)).toBe("–");

@@ -30,6 +30,8 @@ export function formatValue(key: string, value: number | null | undefined): stri
     return `${value.toFixed(0)} °C`;
   if (k.endsWith("power_w") || k.endsWith("_w")) return `${value.toFixed(1)} W`;
   if (k.endsWith("mhz")) return `${formatNumber(value)} MHz`;
+  if (k.endsWith("bytes_per_s")) return `${formatBytes(value)}/s`;
+  if (k.endsWith("_per_s")) return `${formatNumber(value)}/s`;
   if (k.endsWith("_ms")) return `${formatNumber(value)} ms`;
   if (k.endsWith("_s") || k.endsWith("uptime")) return `${formatNumber(value)} s`;
   if (BYTES.test(k)) return formatBytes(value);
