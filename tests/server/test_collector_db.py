@@ -1,0 +1,78 @@
+"""Acknowledge after commit: while the database is down nothing is acknowledged, so nothing is lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from edgemon.config import MqttSettings
+from edgemon_server import migrations
+from edgemon_server.collector import Collector
+from edgemon_server.config import ServerConfig, ServerSettings
+from edgemon_server.db import Payload, make_engine
+from edgemon_server.store import Store
+from tests.fleet import Fleet
+from tests.harness import COLLECTOR_CN
+
+pytestmark = pytest.mark.slow
+
+
+class DownStore(Store):
+    """The database is unreachable."""
+
+    def write(self, messages, now=None):
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+
+def wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_nothing_is_acknowledged_while_the_database_is_down(broker, pki, sqlite_url, caplog):
+    ident = pki.issue(COLLECTOR_CN)
+    mqtt = MqttSettings(
+        endpoint="localhost",
+        port=broker.port,
+        ca=str(pki.ca_path),
+        cert=str(ident.cert),
+        key=str(ident.key),
+        min_reconnect_delay=0.2,
+        max_reconnect_delay=1.0,
+    )
+    config = ServerConfig(server=ServerSettings(database_url=sqlite_url, client_id="collector-db"), mqtt=mqtt)
+    engine = make_engine(sqlite_url)
+    migrations.upgrade(engine)
+
+    down = Collector(config, DownStore(engine))
+    down.start()
+    assert down.connected.wait(10)
+    time.sleep(0.3)  # subscribed
+    fleet = Fleet(broker, pki, 2, prefix="dbd")
+    fleet.publish(5)
+    assert fleet.wait(20)
+    assert wait(lambda: down.stats.db_errors >= 1, 10)
+    assert "database unavailable; batch kept, not acknowledged" in caplog.text
+    down.stop(timeout=5)
+    assert down.stats.stored == 0
+
+    up = Collector(config, Store(engine))  # same client id: the broker's session still holds the messages
+    up.start()
+    try:
+        with engine.connect() as conn:
+            assert wait(lambda: conn.scalar(select(func.count()).select_from(Payload)) == 10, 20)
+            conn.rollback()
+            assert sorted(conn.execute(select(Payload.device_id, Payload.seq)).all()) == [
+                (d.name, s) for d in fleet.devices for s in range(5)
+            ]
+    finally:
+        up.stop(timeout=5)
+        fleet.stop()
+        engine.dispose()
