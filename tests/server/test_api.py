@@ -370,3 +370,41 @@ def test_run_serves_what_the_real_collector_stored(broker, pki, sqlite_url, coll
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
+
+
+def test_time_parameters_round_trip_and_never_fail_other_than_400():
+    import datetime as dt
+
+    import hypothesis.strategies as st
+    from hypothesis import given
+
+    from edgemon_server.api import ApiError, iso, parse_time
+
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    times = st.datetimes(
+        min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2999, 1, 1), timezones=st.just(dt.UTC)
+    )
+
+    @given(times)
+    def round_trip(when):
+        ms = parse_time(when.isoformat(), "from", 0)
+        micros = (when - epoch) // dt.timedelta(microseconds=1)
+        assert ms == (micros + 500) // 1000
+        assert parse_time(iso(ms) or "", "from", 0) == ms, "what the API returns, it accepts"
+        assert parse_time(str(ms // 1000), "from", 0) == ms - ms % 1000
+
+    @given(st.text(max_size=50))
+    def anything(text):
+        errors = []
+        try:
+            value = parse_time(text, "from", 10**12)
+        except ApiError as exc:
+            errors.append(exc)
+        else:
+            assert isinstance(value, int)
+        assert all(e.status == 400 and e.message.startswith("from:") for e in errors)
+
+    round_trip()
+    anything()
+    assert parse_time("-15m", "from", 10**12) == 10**12 - 900_000
+    assert parse_time("2026-11-29T10:00:00", "from", 0) == parse_time("2026-11-29T10:00:00Z", "from", 0), "naive is UTC"

@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from edgemon_server import queries as q
 from edgemon_server.flatten import CollisionError, unflatten
 from edgemon_server.openapi import document
+from edgemon_server.validate import from_ms, to_ms
 
 DEVICE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_METRICS = 10
@@ -67,7 +68,7 @@ def iso(ms: int | None) -> str | None:
     """Epoch milliseconds -> ``2026-11-29T10:00:00.123Z``."""
     if ms is None:
         return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return from_ms(ms).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_time(value: str, name: str, now_ms: int) -> int:
@@ -96,7 +97,7 @@ def parse_time(value: str, name: str, now_ms: int) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     try:
-        return round(when.timestamp() * 1000)
+        return to_ms(when)
     except (OverflowError, ValueError, OSError):
         raise ApiError(400, f"{name}: {value!r} is out of range") from None
 

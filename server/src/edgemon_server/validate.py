@@ -83,6 +83,19 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_ms(when: dt.datetime) -> int:
+    """An aware datetime to epoch milliseconds, exactly (half a millisecond rounds up)."""
+    return ((when - EPOCH) // dt.timedelta(microseconds=1) + 500) // 1000
+
+
+def from_ms(ms: int) -> dt.datetime:
+    """Epoch milliseconds to an aware UTC datetime, exactly."""
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
 def parse_ts(value: Any) -> int:
     """RFC 3339 UTC (``...Z``) to epoch milliseconds.
 
@@ -95,7 +108,7 @@ def parse_ts(value: Any) -> int:
         when = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise RejectedError(f"ts: {value!r}: {exc}") from None
-    return round(when.timestamp() * 1000)
+    return to_ms(when)
 
 
 def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
