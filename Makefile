@@ -14,7 +14,7 @@ DASHBOARD := server/src/edgemon_server/static/index.html
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test,demo]' -r requirements-dev.txt
 	# A real third-party plugin, installed the way users install one (not editable).
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@

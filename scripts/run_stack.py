@@ -62,17 +62,23 @@ def main() -> int:
     parser.add_argument("--mqtt-port", type=int, default=int(os.environ.get("EDGEMON_RUN_MQTT_PORT", "18883")))
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("EDGEMON_RUN_HTTP_PORT", "8080")))
     parser.add_argument("--interval", default=os.environ.get("EDGEMON_INTERVAL", "5"))
+    parser.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default=os.environ.get("EDGEMON_RUN_BROKER", "auto"),
+        help="auto: mosquitto when installed, else the embedded amqtt (MQTT 3.1.1, loopback, no TLS)",
+    )
     args = parser.parse_args()
     var = Path(args.var).resolve()
     for sub in ("pki", "mosquitto", "agent", "run", "logs"):
         (var / sub).mkdir(parents=True, exist_ok=True)
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if exe is None:
-        print(
-            "mosquitto is not installed: `sudo apt-get install mosquitto` (or your OS's package); "
-            "the embedded MQTT 3.1.1 broker is not built yet (see DESIGN.md)",
-            file=sys.stderr,
-        )
+    broker_kind = args.broker if args.broker != "auto" else ("mosquitto" if exe else "amqtt")
+    if broker_kind == "mosquitto" and exe is None:
+        print("mosquitto is not installed: `sudo apt-get install mosquitto`, or --broker amqtt", file=sys.stderr)
+        return 2
+    if broker_kind == "amqtt" and not (BIN / "amqtt").exists():
+        print("amqtt is not installed: pip install 'edgemon-server[demo]' (make install does)", file=sys.stderr)
         return 2
     ca = LocalCA(var / "pki")
     if not ca.exists():
@@ -82,7 +88,6 @@ def main() -> int:
         ca.issue(device)
     mqtt_port = port_or_free(args.mqtt_port)
     http_port = port_or_free(args.http_port)
-    (var / "mosquitto" / "mosquitto.conf").write_text(mosquitto_conf(ca, mqtt_port, var / "mosquitto"))
     base = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
     mqtt = {
         "EDGEMON_MQTT_ENDPOINT": "localhost",
@@ -91,6 +96,20 @@ def main() -> int:
         "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.5",
         "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "5",
     }
+    if broker_kind == "mosquitto":
+        conf = var / "mosquitto" / "mosquitto.conf"
+        conf.write_text(mosquitto_conf(ca, mqtt_port, var / "mosquitto"))
+        broker_cmd = [str(exe), "-c", str(conf)]
+        transport = f"MQTT 5, mutual TLS on 127.0.0.1:{mqtt_port}"
+    else:  # embedded: MQTT 3.1.1, loopback, no TLS (amqtt has no client-certificate check, ANCHORS trap 11)
+        conf = var / "mosquitto" / "amqtt.yaml"
+        conf.write_text(
+            f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{mqtt_port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+        broker_cmd = [str(BIN / "amqtt"), "-c", str(conf)]
+        mqtt.update({"EDGEMON_MQTT_PROTOCOL": "3.1.1", "EDGEMON_MQTT_INSECURE_LOCAL": "1"})
+        transport = f"embedded amqtt, MQTT 3.1.1 without TLS on 127.0.0.1:{mqtt_port} (development only)"
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -110,8 +129,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     code = 0
     try:
-        broker = start("mosquitto", [exe, "-c", str(var / "mosquitto" / "mosquitto.conf")])
-        wait_port(mqtt_port, broker, "mosquitto")
+        broker = start("broker", broker_cmd)
+        wait_port(mqtt_port, broker, broker_kind)
         server_env = {
             **base,
             **mqtt,
@@ -134,7 +153,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{http_port}/"
         with urllib.request.urlopen(url + "healthz", timeout=5) as r:
             r.read()
-        print(f"edgemon is running: dashboard {url}  (device {device}, MQTT mTLS on 127.0.0.1:{mqtt_port})", flush=True)
+        print(f"edgemon is running: dashboard {url}  (device {device}; {transport})", flush=True)
         print(f"logs in {var / 'logs'}; Ctrl-C stops everything", flush=True)
         while not stopping:
             for name, proc in procs:

@@ -92,7 +92,9 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
         server.communicate(timeout=30)
 
 
-def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path):
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path, broker):
+    """`make run` with a real mosquitto (mTLS), and with the embedded amqtt where mosquitto is missing."""
     var = tmp_path / "var"
     proc = subprocess.Popen(
         [
@@ -106,6 +108,8 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path):
             "0",
             "--interval",
             "1",
+            "--broker",
+            broker,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -128,7 +132,7 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path):
         assert devices, "the local agent's data did not appear within 30 s"
         assert devices[0]["headline"]["cpu"] is not None
         pids = json.loads((var / "run" / "pids.json").read_text())
-        assert set(pids) == {"mosquitto", "server", "agent"}
+        assert set(pids) == {"broker", "server", "agent"}
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

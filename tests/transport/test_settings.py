@@ -57,6 +57,14 @@ def test_plain_tcp_only_to_loopback(tmp_path):
     assert not is_loopback("192.0.2.10")
 
 
+def test_mqtt_311_only_for_a_local_demo_broker():
+    env = {"EDGEMON_MQTT_ENDPOINT": "broker.example", "EDGEMON_MQTT_PROTOCOL": "3.1.1"}
+    with pytest.raises(ConfigError, match="only for a local demo broker"):
+        check_settings(config.load(None, environ=env))
+    with pytest.raises(ConfigError, match=r"is not one of 5, 3\.1\.1"):
+        config.load(None, environ={"EDGEMON_MQTT_PROTOCOL": "4"})
+
+
 def test_tls_requires_all_three_files(tmp_path):
     with pytest.raises(ConfigError, match=r"mqtt.ca \(EDGEMON_MQTT_CA\) is required"):
         check_settings(config.load(None, environ={"EDGEMON_MQTT_ENDPOINT": "broker.example"}))

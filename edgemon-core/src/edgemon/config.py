@@ -81,6 +81,7 @@ class MqttSettings:
         cert: this device's certificate (PEM path).
         key: its private key (PEM path; never logged; warned about when group/other can read it).
         insecure_local: plain TCP, allowed only to a loopback broker (development).
+        protocol: ``5`` (the default), or ``3.1.1`` for the embedded demo broker (with ``insecure_local``).
         topic: where payloads go; ``{client_id}`` is replaced.
         alerts_topic: where alerts will go (alerts issue).
         commands_topic: prefix of the topics the agent takes commands from (``<prefix>/resend``).
@@ -99,6 +100,7 @@ class MqttSettings:
     cert: str = ""
     key: str = ""
     insecure_local: bool = False
+    protocol: str = "5"
     topic: str = "devices/{client_id}/monitoring"
     alerts_topic: str = "devices/{client_id}/alerts"
     commands_topic: str = "devices/{client_id}/commands"
@@ -308,6 +310,8 @@ def check_mqtt(mqtt: MqttSettings, where: Any) -> None:
         raise ConfigError(
             f"{where('min_reconnect_delay')}mqtt.min_reconnect_delay: must be > 0 and <= max_reconnect_delay"
         )
+    if mqtt.protocol not in ("5", "3.1.1"):
+        raise ConfigError(f"{where('protocol')}mqtt.protocol: {mqtt.protocol!r} is not one of 5, 3.1.1")
     if mqtt.resend_keep < 0:
         raise ConfigError(f"{where('resend_keep')}mqtt.resend_keep: must be >= 0")
     if mqtt.drain_rate <= 0 or mqtt.max_inflight < 1 or mqtt.keep_alive < 0:

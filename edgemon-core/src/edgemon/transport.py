@@ -97,6 +97,11 @@ def check_settings(config: Config) -> str:
     mqtt = config.mqtt
     if not mqtt.endpoint:
         raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
+    if mqtt.protocol == "3.1.1" and not mqtt.insecure_local:
+        raise ConfigError(
+            "mqtt.protocol 3.1.1 is only for a local demo broker (with mqtt.insecure_local): an MQTT 3.1.1 broker "
+            "acknowledges publishes it refuses, so refused payloads would look delivered; use MQTT 5"
+        )
     if mqtt.insecure_local:
         if not is_loopback(mqtt.endpoint):
             raise ConfigError(
@@ -344,6 +349,95 @@ class Connection:
             log.debug("stop failed", extra={"reason": repr(exc)})
 
 
+class Connection311:
+    """MQTT 3.1.1 over plain TCP to a loopback broker (the embedded demo broker of ``make run``).
+
+    Same interface as :class:`Connection`. Only for development: an MQTT 3.1.1
+    broker acknowledges a publish it refuses (ANCHORS trap 8), so a refused
+    payload would look delivered; the production path is MQTT 5.
+    """
+
+    def __init__(self, mqtt: MqttSettings, client_id: str, status: TransportStatus) -> None:
+        """Build the connection; nothing connects until :meth:`start`."""
+        from awscrt import io  # noqa: PLC0415
+        from awscrt import mqtt as mqtt3  # noqa: PLC0415
+
+        self.mqtt3 = mqtt3
+        self.settings = mqtt
+        self.client_id = client_id
+        self.status = status
+        self.connected = threading.Event()
+        self.on_change: Callable[[], None] = lambda: None
+        self.commands = mqtt.commands_topic.format(client_id=client_id)
+        self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
+        self._stop = threading.Event()
+        self.connection = mqtt3.Connection(
+            client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
+            host_name=mqtt.endpoint,
+            port=mqtt.port,
+            client_id=client_id,
+            clean_session=True,
+            keep_alive_secs=mqtt.keep_alive,
+            reconnect_min_timeout_secs=max(1, int(mqtt.min_reconnect_delay)),
+            reconnect_max_timeout_secs=max(1, int(mqtt.max_reconnect_delay)),
+            on_connection_interrupted=self._interrupted,
+            on_connection_resumed=self._resumed,
+        )
+
+    def start(self) -> None:
+        """Connect in a thread, retrying with back-off (awscrt reconnects by itself only after a first success)."""
+        self.status.state = "connecting"
+        threading.Thread(target=self._connect_loop, name="edgemon-mqtt311", daemon=True).start()
+
+    def _connect_loop(self) -> None:
+        delay = self.settings.min_reconnect_delay
+        while not self._stop.is_set():
+            try:
+                self.connection.connect().result(self.settings.connect_timeout + 5)
+            except Exception as exc:  # noqa: BLE001 - any failure is retried
+                self.status.connect_failures += 1
+                self.status.last_error, self.status.last_error_at = repr(exc), time.time()
+                self._stop.wait(delay)
+                delay = min(self.settings.max_reconnect_delay, delay * 2)
+                continue
+            self._resumed()
+            return
+
+    def _interrupted(self, **_kwargs: Any) -> None:
+        self.connected.clear()
+        self.status.state = "disconnected"
+        log.error("connection lost; buffering on disk", extra={"reason": "MQTT 3.1.1 connection interrupted"})
+        self.on_change()
+
+    def _resumed(self, **_kwargs: Any) -> None:
+        self.status.state = "connected"
+        self.status.connected_since = time.time()
+        self.status.connects += 1
+        log.info("connected (MQTT 3.1.1)", extra={"reason": f"{self.settings.endpoint}:{self.settings.port}"})
+        self.connection.subscribe(f"{self.commands}/#", self.mqtt3.QoS.AT_LEAST_ONCE, callback=self._on_message)
+        self.connected.set()
+        self.on_change()
+
+    def _on_message(self, topic: str, payload: bytes, **_kwargs: Any) -> None:
+        if topic.startswith(self.commands + "/"):
+            self.on_command(topic[len(self.commands) + 1 :], bytes(payload))
+
+    def publish(self, topic: str, body: bytes) -> Future[Any]:
+        """Publish with QoS 1; the future resolves on PUBACK."""
+        future, _packet_id = self.connection.publish(topic, body, self.mqtt3.QoS.AT_LEAST_ONCE)
+        return future  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self._stop.set()
+        self.connected.clear()
+        self.status.state = "stopped"
+        try:
+            self.connection.disconnect().result(5)
+        except Exception as exc:  # noqa: BLE001 - stopping must not mask the reason we stop
+            log.debug("disconnect failed", extra={"reason": repr(exc)})
+
+
 class Forwarder:
     """Moves payloads from the buffer to the broker and deletes them on PUBACK.
 
@@ -353,7 +447,9 @@ class Forwarder:
     publishes await their PUBACK.
     """
 
-    def __init__(self, buffer: Buffer, connection: Connection, settings: MqttSettings, status_path: Path) -> None:
+    def __init__(
+        self, buffer: Buffer, connection: Connection | Connection311, settings: MqttSettings, status_path: Path
+    ) -> None:
         """Wire the forwarder to a buffer and a connection; :meth:`start` starts its thread."""
         self.buffer = buffer
         self.conn = connection
@@ -537,7 +633,11 @@ class MqttSink:
         self.buffer = Buffer(
             state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024), keep_sent=config.mqtt.resend_keep
         )
-        self.connection = Connection(config.mqtt, client_id, self.status)
+        self.connection: Connection | Connection311 = (
+            Connection311(config.mqtt, client_id, self.status)
+            if config.mqtt.protocol == "3.1.1"
+            else Connection(config.mqtt, client_id, self.status)
+        )
         self.forwarder = Forwarder(self.buffer, self.connection, config.mqtt, state / "status.json")
 
     def start(self) -> None:

@@ -92,6 +92,7 @@ class Collector:
         from awscrt import mqtt5  # noqa: PLC0415 - the API process does not need awscrt
 
         self.mqtt5 = mqtt5
+        self.mqtt3: Any = None
         self.config = config
         self.store = store
         self.gaps: GapTracker | None = store.gaps
@@ -112,6 +113,8 @@ class Collector:
         s = self.config.server
         if not m.endpoint:
             raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
+        if m.protocol == "3.1.1":
+            return self._build_311()
         aws = is_aws_endpoint(m.endpoint)
         shared = bool(s.shared_group)
         connect = mqtt5.ConnectPacket(
@@ -171,6 +174,60 @@ class Collector:
             **common,
         )
 
+    def _build_311(self) -> Any:
+        """MQTT 3.1.1, plain TCP to a loopback demo broker (amqtt in ``make run``).
+
+        No acknowledge-after-commit here (awscrt's 3.1.1 client acknowledges
+        when the callback returns) and no shared subscriptions: what a crash
+        loses in the queue comes back through the resend requests.
+        """
+        from awscrt import io  # noqa: PLC0415
+        from awscrt import mqtt as mqtt3  # noqa: PLC0415
+
+        m = self.config.mqtt
+        if not (m.insecure_local and is_loopback(m.endpoint)):
+            raise ConfigError("mqtt.protocol 3.1.1 is only for a loopback demo broker with mqtt.insecure_local")
+        if self.config.server.shared_group:
+            raise ConfigError("server.shared_group needs MQTT 5 (shared subscriptions)")
+        log.warning("MQTT 3.1.1 without TLS to a loopback demo broker: for development only")
+        self.mqtt3 = mqtt3
+        return mqtt3.Connection(
+            client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
+            host_name=m.endpoint,
+            port=m.port,
+            client_id=self.client_id,
+            clean_session=True,
+            keep_alive_secs=m.keep_alive,
+            reconnect_min_timeout_secs=max(1, int(m.min_reconnect_delay)),
+            reconnect_max_timeout_secs=max(1, int(m.max_reconnect_delay)),
+            on_connection_interrupted=lambda **_kw: self._on_disconnect(None),
+            on_connection_resumed=lambda **_kw: self._subscribe_311(),
+        )
+
+    def _start_311(self) -> None:
+        delay = self.config.mqtt.min_reconnect_delay
+        while not self._stop.is_set():
+            try:
+                self.client.connect().result(self.config.mqtt.connect_timeout + 5)
+            except Exception as exc:  # noqa: BLE001 - retried with back-off
+                log.error("collector cannot connect; retrying", extra={"reason": repr(exc)})
+                self._stop.wait(delay)
+                delay = min(self.config.mqtt.max_reconnect_delay, delay * 2)
+                continue
+            self._subscribe_311()
+            return
+
+    def _subscribe_311(self) -> None:
+        self.stats.state = "connected"
+        self.connected.set()
+
+        def on_message(topic: str, payload: bytes, **_kw: Any) -> None:
+            msg = Message(topic, bytes(payload), time.time())
+            self.queue.put(msg)
+
+        future, _packet = self.client.subscribe(TOPIC, self.mqtt3.QoS.AT_LEAST_ONCE, callback=on_message)
+        future.add_done_callback(lambda _f: log.info("subscribed", extra={"topic": TOPIC}))
+
     # --- awscrt threads -------------------------------------------------------------------------
 
     def _on_publish(self, data: Any) -> None:
@@ -226,7 +283,7 @@ class Collector:
         self.connected.clear()
         if self.stats.state != "stopped":
             self.stats.state = "disconnected"
-            log.warning("collector disconnected", extra={"reason": repr(data.exception)})
+            log.warning("collector disconnected", extra={"reason": repr(getattr(data, "exception", None))})
 
     # --- writer thread --------------------------------------------------------------------------
 
@@ -293,7 +350,12 @@ class Collector:
         for gap in self.gaps.due(time.time()):
             topic = f"devices/{gap.device}/commands/resend"
             body = json.dumps({"from": gap.first, "to": gap.last}).encode()
-            self.client.publish(self.mqtt5.PublishPacket(topic=topic, payload=body, qos=self.mqtt5.QoS.AT_LEAST_ONCE))
+            if self.config.mqtt.protocol == "3.1.1":
+                self.client.publish(topic, body, self.mqtt3.QoS.AT_LEAST_ONCE)
+            else:
+                self.client.publish(
+                    self.mqtt5.PublishPacket(topic=topic, payload=body, qos=self.mqtt5.QoS.AT_LEAST_ONCE)
+                )
             self.stats.resend_requests += 1
             log.info(
                 "asked a device for missing payloads",
@@ -305,7 +367,10 @@ class Collector:
     def start(self) -> None:
         """Start the writer and connect."""
         self._writer.start()
-        self.client.start()
+        if self.config.mqtt.protocol == "3.1.1":
+            threading.Thread(target=self._start_311, name="edgemon-mqtt311", daemon=True).start()
+        else:
+            self.client.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the writer store and acknowledge what is queued, then disconnect.
@@ -316,4 +381,7 @@ class Collector:
         self._stop.set()
         self._writer.join(timeout)
         self.stats.state = "stopped"
-        self.client.stop()
+        if self.config.mqtt.protocol == "3.1.1":
+            self.client.disconnect()
+        else:
+            self.client.stop()
