@@ -20,8 +20,8 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	touch $@
 
 $(NPM_STAMP): frontend/package.json frontend/package-lock.json
-	# `npm install`, not `npm ci`: vite lists a Windows-only optional package the registry here lacks,
-	# which `npm ci` refuses as "missing from the lock file"; `npm install` keeps the locked versions.
+	@# `npm install`, not `npm ci`: vite lists a Windows-only optional package the registry here lacks,
+	@# which `npm ci` refuses as "missing from the lock file"; `npm install` keeps the locked versions.
 	cd frontend && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
