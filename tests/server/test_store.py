@@ -42,6 +42,21 @@ def test_migrations_and_models_agree(engine):
     assert migrations.current(engine) == migrations.head()
 
 
+def test_upgrade_from_the_first_revision_keeps_the_data(db_url):
+    from edgemon_server.db import make_engine
+
+    eng = make_engine(db_url)
+    migrations.upgrade(eng, "0001")
+    assert migrations.current(eng) == "0001"
+    Store(eng).write([msg("d1", 0)])
+    migrations.upgrade(eng)
+    assert migrations.current(eng) == migrations.head() != "0001"
+    with eng.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Payload)) == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM collectors")).scalar() == 0
+    eng.dispose()
+
+
 def test_upgrade_is_idempotent(engine):
     migrations.upgrade(engine)
     assert migrations.current(engine) == migrations.head()
@@ -129,6 +144,15 @@ def test_a_message_the_database_refuses_costs_only_itself(engine, store, monkeyp
         reasons = conn.execute(select(Reject.device_id, Reject.reason)).all()
         assert conn.scalar(select(func.count()).select_from(Payload)) == 2
     assert reasons == [("poison", "database refused it: Exception: simulated constraint failure")]
+
+
+def test_a_nul_character_in_a_string_never_breaks_the_batch(engine, store):
+    odd = payload("d1", 1)
+    odd["metrics"]["system"]["hostname"] = "bad\u0000name"
+    batch = [msg("d1", 0), Message("devices/d1/monitoring", json.dumps(odd).encode(), time.time()), msg("d2", 0)]
+    result = store.write(batch)
+    assert result.stored + result.rejected == 3
+    assert result.stored >= 2, "the other messages are stored"
 
 
 def test_new_devices_and_attributes_are_merged(engine, store):

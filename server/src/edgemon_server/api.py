@@ -26,7 +26,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from sqlalchemy import Connection, Engine, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from edgemon_server import queries as q
@@ -179,6 +179,8 @@ def devices() -> Response:
     if raw := request.args.get("cursor"):
         after = decode_cursor(raw[:512])
         if not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
+            raise ApiError(400, "cursor: not a cursor returned by this API")
+        if not DEVICE_RE.fullmatch(after[1]) or (sort == "id" and after[0] != after[1]):
             raise ApiError(400, "cursor: not a cursor returned by this API")
         if sort != "id" and not isinstance(after[0], int):
             raise ApiError(400, "cursor: does not belong to this sort order")
@@ -354,9 +356,24 @@ def healthz() -> tuple[Response, int]:
         c.execute(text("SELECT 1"))
         last = c.execute(select(q.PAYLOADS.c.received).order_by(q.PAYLOADS.c.received.desc()).limit(1)).scalar()
         body["database"] = {"ok": True, "last_received": iso(last)}
+        now_ms = round(time.time() * 1000)
+        body["collectors"] = [
+            {
+                "id": r.id,
+                "host": r.host,
+                "pid": r.pid,
+                "started": iso(r.started),
+                "updated": iso(r.updated),
+                "age_s": round((now_ms - r.updated) / 1000, 1),
+                "state": (r.stats or {}).get("state"),
+                "stats": r.stats or {},
+            }
+            for r in c.execute(select(q.COLLECTORS).order_by(q.COLLECTORS.c.updated.desc()).limit(100))
+        ]
     except SQLAlchemyError as exc:
         body["status"] = "error"
         body["database"] = {"ok": False, "error": str(exc).splitlines()[0][:200]}
+        body["collectors"] = []
     stats: Callable[[], Any] | None = current_app.extensions.get("edgemon_collector")
     body["collector"] = asdict(stats()) if stats is not None else None
     return jsonify(body), 200 if body["status"] == "ok" else 503
@@ -425,6 +442,9 @@ def create_app(
     def _auth() -> Response | None:
         if request.method == "OPTIONS":
             return None
+        for name, value in request.args.items(multi=True):
+            if "\x00" in value or "\x00" in name:  # no database stores NUL in text (PostgreSQL refuses it)
+                raise ApiError(400, f"{name[:40]!r}: contains a NUL character")
         if settings.token and request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
             header = request.headers.get("Authorization", "")
             given = header[7:] if header.startswith("Bearer ") else ""
@@ -454,6 +474,11 @@ def create_app(
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
         return jsonify({"error": exc.message}), exc.status
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> tuple[Response, int]:
+        # A value the database cannot take (out of range, bad encoding): the client's input, not our fault.
+        return jsonify({"error": f"a parameter has a value the database cannot use: {type(exc.orig).__name__}"}), 400
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

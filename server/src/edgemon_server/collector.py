@@ -32,10 +32,10 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from edgemon.certs import subject_cn
 from edgemon.config import ConfigError
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TOPIC = "devices/+/monitoring"
 SWEEP_EVERY = 1.0
+HEARTBEAT_EVERY = 5.0
 
 
 @dataclass
@@ -307,6 +308,7 @@ class Collector:
 
     def _write_loop(self) -> None:
         last_sweep = 0.0
+        last_beat = 0.0
         batch: list[Message] = []
         delay = 0.5
         while not (self._stop.is_set() and self.queue.empty() and not batch):
@@ -343,6 +345,12 @@ class Collector:
             if now - last_sweep >= SWEEP_EVERY:
                 last_sweep = now
                 self._ask_for_gaps()
+            if now - last_beat >= HEARTBEAT_EVERY:
+                last_beat = now
+                try:
+                    self.store.heartbeat(self.client_id, self.stats.started, asdict(self.stats))
+                except SQLAlchemyError as exc:
+                    log.debug("heartbeat not written", extra={"reason": str(exc).splitlines()[0][:200]})
 
     def _ask_for_gaps(self) -> None:
         if self.gaps is None or not self.connected.is_set():

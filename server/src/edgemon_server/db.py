@@ -16,6 +16,8 @@ Tables:
 - ``payloads``: (device, seq, ts) of every stored payload: duplicates are
   found here and holes in ``seq`` (missing payloads) are counted from it.
 - ``rejects``: the dead-letter table.
+- ``collectors``: a heartbeat per running collector (its counters), so that
+  ``/healthz`` of an API process shows the collectors of other processes.
 """
 
 from __future__ import annotations
@@ -112,6 +114,19 @@ class Reject(Base):
     reason: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CollectorHeartbeat(Base):
+    """A running collector's last heartbeat (written every few seconds)."""
+
+    __tablename__ = "collectors"
+
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[int] = mapped_column(BigInteger)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -250,10 +250,24 @@ def document() -> dict[str, Any]:
                             "content": {
                                 "application/json": {
                                     "schema": _obj(
-                                        ["status", "database", "collector"],
+                                        ["status", "database", "collector", "collectors"],
                                         status={"type": "string", "enum": ["ok", "error"]},
                                         database={"type": "object"},
                                         collector={"type": ["object", "null"]},
+                                        collectors={
+                                            "type": "array",
+                                            "items": _obj(
+                                                ["id", "host", "pid", "started", "updated", "age_s", "state", "stats"],
+                                                id={"type": "string"},
+                                                host={"type": "string"},
+                                                pid={"type": "integer"},
+                                                started=TIME,
+                                                updated=TIME,
+                                                age_s={"type": "number"},
+                                                state={"type": ["string", "null"]},
+                                                stats={"type": "object"},
+                                            ),
+                                        },
                                     )
                                 }
                             },

@@ -14,6 +14,7 @@ SERIES = Base.metadata.tables["series"]
 SAMPLES = Base.metadata.tables["samples"]
 PAYLOADS = Base.metadata.tables["payloads"]
 REJECTS = Base.metadata.tables["rejects"]
+COLLECTORS = Base.metadata.tables["collectors"]
 
 HEADLINES = {
     "cpu": ("cpu-percent", None),

@@ -16,6 +16,8 @@ driver's speed); the ORM models only define the schema.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +39,7 @@ SERIES = Base.metadata.tables["series"]
 SAMPLES = Base.metadata.tables["samples"]
 PAYLOADS = Base.metadata.tables["payloads"]
 REJECTS = Base.metadata.tables["rejects"]
+COLLECTORS = Base.metadata.tables["collectors"]
 KEEP_BYTES = 1024
 """How much of a rejected payload the dead-letter table keeps."""
 
@@ -154,6 +157,26 @@ class Store:
         if self.gaps is not None:
             self.gaps.observe(new, now)
         return result
+
+    def heartbeat(self, collector_id: str, started: float, stats: dict[str, Any]) -> None:
+        """Upsert this collector's heartbeat row (for ``/healthz`` of other processes)."""
+        now_ms = round(time.time() * 1000)
+        row = {
+            "id": collector_id,
+            "host": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "started": round(started * 1000),
+            "updated": now_ms,
+            "stats": stats,
+        }
+        stmt = self._insert(COLLECTORS).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[COLLECTORS.c.id],
+            set_={"host": stmt.excluded.host, "pid": stmt.excluded.pid, "started": stmt.excluded.started,
+                  "updated": stmt.excluded.updated, "stats": stmt.excluded.stats},
+        )  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
 
     def _forget(self) -> None:
         """After a rollback the caches may name rows that were never committed."""
