@@ -36,6 +36,15 @@ try {
   await page.waitForSelector("table.fleet tbody tr");
   const rows = await page.locator("table.fleet tbody tr").count();
   check(rows >= 2, `overview lists the fleet (${rows} rows)`);
+  if (env.OFFLINE) {
+    const cls = await page.getAttribute(`tr[data-device="${env.OFFLINE}"]`, "class");
+    check(cls === "offline-row", `${env.OFFLINE} is marked offline (class ${cls})`);
+    const status = await page.locator(`tr[data-device="${env.OFFLINE}"] td`).first().textContent();
+    check(status?.trim() === "offline", `${env.OFFLINE} says offline (${status})`);
+    await page.click('button.sort:has-text("status")');
+    const first = await page.getAttribute("table.fleet tbody tr", "data-device");
+    check(first === env.OFFLINE, `sorting by status puts offline devices first (got ${first})`);
+  }
   await page.waitForTimeout(500); // sparklines
   await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
 

@@ -45,8 +45,9 @@ export function Sparkline({ values }: { values: number[] }) {
   if (values.length < 2) return <svg className="spark" width={80} height={20} />;
   const lo = Math.min(...values);
   const hi = Math.max(...values);
-  const span = hi - lo || 1;
-  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 80},${19 - ((v - lo) / span) * 18}`).join(" ");
+  const span = hi - lo;
+  const y = (v: number) => (span ? 19 - ((v - lo) / span) * 18 : 10); // a flat line in the middle
+  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 80},${y(v)}`).join(" ");
   return (
     <svg className="spark" width={80} height={20} aria-hidden="true">
       <polyline points={pts} fill="none" stroke="#2563eb" strokeWidth={1.2} />

@@ -8,21 +8,25 @@ import { buildDeviceUrl, buildOverviewUrl, navigate, type OverviewView, type Sor
 const PAGE = 50;
 const REFRESH_MS = 10_000;
 
-function useSparklines(ids: string[]): Record<string, number[]> {
-  const [lines, setLines] = useState<Record<string, number[]>>({});
-  const key = ids.join(",");
+const HEADLINES = ["cpu", "memory", "disk", "gpu"] as const;
+
+/** 15-minute sparklines of each visible device's headline metrics: one request per device. */
+function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, number[]>> {
+  const [lines, setLines] = useState<Record<string, Record<string, number[]>>>({});
+  const key = rows.map((d) => d.id).join(",");
   useEffect(() => {
     const ctrl = new AbortController();
-    for (const id of ids) {
-      api<{ series: SeriesData[] }>(
-        `/api/v1/devices/${encodeURIComponent(id)}/series?metric=cpu-percent&from=-15m&points=30`,
-        ctrl.signal,
-      )
+    for (const d of rows) {
+      const keys = HEADLINES.map((h) => d.headline_keys[h]).filter((k): k is string => k !== null);
+      if (keys.length === 0) continue;
+      const query = keys.map((k) => `metric=${encodeURIComponent(k)}`).join("&");
+      api<{ series: SeriesData[] }>(`/api/v1/devices/${encodeURIComponent(d.id)}/series?${query}&from=-15m&points=30`, ctrl.signal)
         .then((body) => {
-          const points = body.series[0]?.points ?? [];
-          setLines((old) => ({ ...old, [id]: points.map((p) => p[p.length === 4 ? 3 : 1]) }));
+          const byKey: Record<string, number[]> = {};
+          for (const s of body.series) byKey[s.metric] = s.points.map((p) => p[p.length === 4 ? 3 : 1]);
+          setLines((old) => ({ ...old, [d.id]: byKey }));
         })
-        .catch(() => undefined); // a device without cpu-percent simply has no sparkline
+        .catch(() => undefined); // no sparkline is not worth an error banner
     }
     return () => ctrl.abort();
   }, [key]); // eslint-disable-line react-hooks/exhaustive-deps
@@ -60,7 +64,16 @@ export function Overview({ view }: { view: OverviewView }) {
   const pages = Math.max(1, Math.ceil(shown.length / PAGE));
   const page = Math.min(view.page, pages);
   const rows = shown.slice((page - 1) * PAGE, page * PAGE);
-  const sparks = useSparklines(rows.map((d) => d.id));
+  const sparks = useSparklines(rows);
+  const cell = (d: DeviceSummary, h: (typeof HEADLINES)[number]) => {
+    const key = d.headline_keys[h];
+    return (
+      <td className="headline" title={key ?? undefined}>
+        <span className="num">{formatValue(`${h}-percent`, d.headline[h])}</span>
+        <Sparkline values={(key && sparks[d.id]?.[key]) || []} />
+      </td>
+    );
+  };
   const go = (change: Partial<OverviewView>) => navigate(buildOverviewUrl({ ...view, page: 1, ...change }), true);
   const header = (key: SortKey, label: string) => (
     <th>
@@ -104,7 +117,6 @@ export function Overview({ view }: { view: OverviewView }) {
             {header("id", "device")}
             {header("last_seen", "last seen")}
             {header("cpu", "CPU")}
-            <th>CPU 15 min</th>
             {header("memory", "memory")}
             {header("disk", "fullest disk")}
             {header("gpu", "GPU")}
@@ -129,13 +141,10 @@ export function Overview({ view }: { view: OverviewView }) {
                 </a>
               </td>
               <td title={d.last_seen}>{formatAgo(d.last_seen, now)}</td>
-              <td>{formatValue("cpu-percent", d.headline.cpu)}</td>
-              <td>
-                <Sparkline values={sparks[d.id] ?? []} />
-              </td>
-              <td>{formatValue("memory-percent", d.headline.memory)}</td>
-              <td>{formatValue("disk-percent", d.headline.disk)}</td>
-              <td>{formatValue("gpu-percent", d.headline.gpu)}</td>
+              {cell(d, "cpu")}
+              {cell(d, "memory")}
+              {cell(d, "disk")}
+              {cell(d, "gpu")}
               <td>{d.alerts}</td>
             </tr>
           ))}

@@ -47,6 +47,7 @@ export interface DeviceSummary {
   metrics: number;
   alerts: number;
   headline: Headline;
+  headline_keys: Record<keyof Headline, string | null>;
 }
 
 export interface DeviceDetail {

@@ -12,6 +12,7 @@ const device = (id: string, cpu: number | null, online = true): DeviceSummary =>
   metrics: 1,
   alerts: 0,
   headline: { cpu, memory: null, disk: null, gpu: null },
+  headline_keys: { cpu: cpu === null ? null : "cpu-percent", memory: null, disk: null, gpu: null },
 });
 
 describe("sortDevices", () => {

@@ -52,6 +52,11 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
     try:
         wait_http(base + "/healthz", 30, server)
         start = time.time() - 120
+        gone = Fleet(broker, pki, 1, prefix="gone", start=start)  # a device that stopped reporting
+        gone.publish(10)
+        assert gone.wait(30)
+        time.sleep(6)  # > 3 intervals of 1 s and the 5 s floor: offline
+        gone.stop()
         fleet = Fleet(broker, pki, 4, prefix="site", start=start)
         fleet.publish(100)
         assert fleet.wait(60)
@@ -77,6 +82,7 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
             "POINTS": "100",
             "VALUES": json.dumps(values),
             "SHOTS": str(shots),
+            "OFFLINE": "gone-0000",
         }
         out = subprocess.run(
             ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120

@@ -73,6 +73,15 @@ def test_devices_lists_the_fleet_with_status_counts_and_headlines(client, agent_
     assert head["memory"] == pytest.approx(agent["memory"]["percent"])
     assert head["disk"] == pytest.approx(max(d["percent"] for d in agent["disk"]["usage"].values()))
     assert head["gpu"] is None
+    fullest = max(agent["disk"]["usage"], key=lambda d: agent["disk"]["usage"][d]["percent"])
+    assert by_id["cli-device"]["headline_keys"]["disk"] == f"disk-usage-{fullest}-percent"
+    assert by_id["cli-device"]["headline_keys"]["cpu"] == "cpu-percent"
+    assert by_id["sim-b"]["headline_keys"] == {
+        "cpu": "cpu-percent",
+        "memory": "memory-percent",
+        "disk": "disk-usage-nvme0n1-percent",
+        "gpu": "gpu-0-utilization-gpu",
+    }
     assert body["next_cursor"] is None
 
 

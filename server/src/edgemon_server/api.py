@@ -189,7 +189,7 @@ def devices() -> Response:
     rows = rows[:limit]
     ids = [r.id for r in rows]
     counts = q.metric_counts(conn(), ids) if ids else {}
-    heads = q.headlines(conn(), ids) if ids else {}
+    heads, head_keys = q.headlines(conn(), ids) if ids else ({}, {})
     items = [
         {
             "id": r.id,
@@ -201,6 +201,7 @@ def devices() -> Response:
             "metrics": counts.get(r.id, 0),
             "alerts": 0,
             "headline": heads.get(r.id, dict.fromkeys(q.HEADLINES)),
+            "headline_keys": head_keys.get(r.id, dict.fromkeys(q.HEADLINES)),
         }
         for r in rows
     ]

@@ -13,9 +13,26 @@ HEADLINE = {
     "required": ["cpu", "memory", "disk", "gpu"],
     "properties": {k: {"type": ["number", "null"]} for k in ("cpu", "memory", "disk", "gpu")},
 }
+HEADLINE_KEYS = {
+    "type": "object",
+    "required": ["cpu", "memory", "disk", "gpu"],
+    "properties": {k: {"type": ["string", "null"]} for k in ("cpu", "memory", "disk", "gpu")},
+    "description": "the metric key behind each headline value (the fullest disk, the busiest GPU)",
+}
 DEVICE_SUMMARY = {
     "type": "object",
-    "required": ["id", "first_seen", "last_seen", "last_ts", "interval", "online", "metrics", "alerts", "headline"],
+    "required": [
+        "id",
+        "first_seen",
+        "last_seen",
+        "last_ts",
+        "interval",
+        "online",
+        "metrics",
+        "alerts",
+        "headline",
+        "headline_keys",
+    ],
     "properties": {
         "id": {"type": "string"},
         "first_seen": TIME,
@@ -26,6 +43,7 @@ DEVICE_SUMMARY = {
         "metrics": {"type": "integer"},
         "alerts": {"type": "integer"},
         "headline": HEADLINE,
+        "headline_keys": HEADLINE_KEYS,
     },
 }
 DEVICE = {

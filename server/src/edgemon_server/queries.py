@@ -77,17 +77,22 @@ def headlines_query(ids: Sequence[str]) -> Select[Any]:
     )
 
 
-def headlines(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    """Headline values per device: cpu %, memory %, fullest disk %, busiest GPU %."""
-    out: dict[str, dict[str, float | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
+def headlines(
+    conn: Connection, ids: Sequence[str]
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, str | None]]]:
+    """Headline values per device (cpu %, memory %, fullest disk %, busiest GPU %) and the key of each."""
+    values: dict[str, dict[str, float | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
+    keys: dict[str, dict[str, str | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
     for device, key, value in conn.execute(headlines_query(ids)):
         if value is None:
             continue
         for name, (exact, pattern) in HEADLINES.items():
             if key == exact or (pattern and _like(key, pattern)):
-                current = out[device][name]
-                out[device][name] = value if current is None else max(current, value)
-    return out
+                current = values[device][name]
+                if current is None or value > current:
+                    values[device][name] = value
+                    keys[device][name] = key
+    return values, keys
 
 
 def _like(key: str, pattern: str) -> bool:
