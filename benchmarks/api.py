@@ -58,8 +58,9 @@ def build(path: Path, devices: int, per_series: int) -> int:
     names = [f"dev-{i:05d}" for i in range(devices)] + ["dense"]
     db.execute("BEGIN")
     db.executemany(
-        'INSERT INTO devices VALUES (?, ?, ?, ?, ?, 10, \'{"system-hostname": "h"}\', ?, 0)',
-        [(n, NOW_MS - DAY_MS, NOW_MS, NOW_MS, per_series, per_series) for n in names],
+        "INSERT INTO devices (id, first_seen, last_seen, last_ts, last_seq, interval, attributes, received,"
+        ' duplicates, first_seq, max_seq) VALUES (?, ?, ?, ?, ?, 10, \'{"system-hostname": "h"}\', ?, 0, 1, ?)',
+        [(n, NOW_MS - DAY_MS, NOW_MS, NOW_MS, per_series, per_series, per_series) for n in names],
     )
     db.executemany("INSERT INTO series (device_id, key) VALUES (?, ?)", [(n, k) for n in names for k in KEYS])
     db.execute("COMMIT")

@@ -44,7 +44,11 @@ def raw_sqlite_limit(workdir: Path, rows: int = 1_000_000) -> float:
     db = sqlite3.connect(workdir / "limit.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.executemany("INSERT INTO devices VALUES (?, 0, 0, 0, 0, 1, '{}', 0, 0)", [("d",)])
+    db.executemany(
+        "INSERT INTO devices (id, first_seen, last_seen, last_ts, last_seq, interval, attributes, received, duplicates)"
+        " VALUES (?, 0, 0, 0, 0, 1, '{}', 0, 0)",
+        [("d",)],
+    )
     db.executemany("INSERT INTO series (device_id, key) VALUES ('d', ?)", [(f"k{i}",) for i in range(50)])
     data = [(1 + i % 50, i // 50, float(i)) for i in range(rows)]
     start = time.perf_counter()

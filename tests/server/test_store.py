@@ -48,12 +48,17 @@ def test_upgrade_from_the_first_revision_keeps_the_data(db_url):
     eng = make_engine(db_url)
     migrations.upgrade(eng, "0001")
     assert migrations.current(eng) == "0001"
-    Store(eng).write([msg("d1", 0)])
+    with eng.begin() as conn:  # rows as the 0001 code wrote them
+        conn.execute(text("INSERT INTO devices VALUES ('d1', 1, 1, 1, 4, 10, '{}', 2, 0)"))
+        conn.execute(text("INSERT INTO payloads VALUES ('d1', 0, 1, 1), ('d1', 4, 2, 1)"))
     migrations.upgrade(eng)
     assert migrations.current(eng) == migrations.head() != "0001"
     with eng.connect() as conn:
-        assert conn.scalar(select(func.count()).select_from(Payload)) == 1
+        assert conn.scalar(select(func.count()).select_from(Payload)) == 2
         assert conn.execute(text("SELECT COUNT(*) FROM collectors")).scalar() == 0
+        span = conn.execute(text("SELECT first_seq, max_seq FROM devices WHERE id = 'd1'")).one()
+    assert tuple(span) == (0, 4), "0003 fills the seq span of existing devices from payloads"
+    Store(eng).write([msg("d1", 2)])  # and the code at head goes on from there
     eng.dispose()
 
 
@@ -200,3 +205,24 @@ def test_sqlite_runs_in_wal_mode(sqlite_url):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
     eng.dispose()
+
+
+def test_missing_counter_equals_the_scan_of_payloads(engine, store):
+    """devices.first_seq/max_seq/received give missing in O(1); it must equal the gaps in payloads."""
+    import random
+
+    from edgemon_server import queries as q
+    from edgemon_server.db import Device
+
+    rng = random.Random(7)
+    seqs = [s for s in range(60) if rng.random() > 0.2]
+    order = seqs + rng.sample(seqs, 10)  # late duplicates too
+    rng.shuffle(order)
+    for start in range(0, len(order), 7):
+        store.write([msg("d1", s) for s in order[start : start + 7]])
+    with engine.connect() as conn:
+        device = conn.execute(select(Device).where(Device.id == "d1")).one()
+        scanned = conn.execute(q.missing_query("d1")).scalar()
+    assert (device.first_seq, device.max_seq) == (min(seqs), max(seqs))
+    assert device.received == len(seqs)
+    assert device.max_seq - device.first_seq + 1 - device.received == scanned == (max(seqs) - min(seqs) + 1 - len(seqs))

@@ -9,7 +9,8 @@ Tables:
 
 - ``devices``: one row per device: first/last seen (server clock), the
   latest payload's ``ts``, ``seq`` and interval, its attributes (the latest
-  string leaves) and counters (payloads received, duplicates).
+  string leaves), counters (payloads received, duplicates) and the lowest
+  and highest ``seq`` stored (missing = the span minus received).
 - ``series``: one row per (device, flat metric key).
 - ``samples``: (series, ts) -> value; the primary key makes writes
   idempotent and is the index every read uses (``WITHOUT ROWID`` on SQLite).
@@ -63,6 +64,10 @@ class Device(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     received: Mapped[int] = mapped_column(BigInteger, default=0)
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """Lowest and highest ``seq`` stored: with ``received``, the number of missing payloads is
+    ``max_seq - first_seq + 1 - received``, in O(1) instead of a scan of ``payloads``."""
+    max_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Series(Base):

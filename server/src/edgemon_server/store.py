@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, select, update
+from sqlalchemy import BigInteger, Connection, Engine, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -272,8 +272,12 @@ class Store:
             if p.device_id not in latest or p.ts_ms > latest[p.device_id].ts_ms:
                 latest[p.device_id] = p
         counts: dict[str, int] = defaultdict(int)
+        low: dict[str, int] = {}
+        high: dict[str, int] = {}
         for p in new:
             counts[p.device_id] += 1
+            low[p.device_id] = min(p.seq, low.get(p.device_id, p.seq))
+            high[p.device_id] = max(p.seq, high.get(p.device_id, p.seq))
         totals: dict[str, int] = defaultdict(int)
         for p in accepted:
             totals[p.device_id] += 1
@@ -288,6 +292,20 @@ class Store:
                 last_seq=case((d.last_ts <= bindparam("b_ts"), bindparam("b_seq")), else_=d.last_seq),
                 interval=case((d.last_ts <= bindparam("b_ts"), bindparam("b_interval")), else_=d.interval),
                 last_ts=case((d.last_ts < bindparam("b_ts"), bindparam("b_ts")), else_=d.last_ts),
+                first_seq=case(
+                    (
+                        bindparam("b_low", type_=BigInteger) < func.coalesce(d.first_seq, bindparam("b_low")),
+                        bindparam("b_low"),
+                    ),
+                    else_=func.coalesce(d.first_seq, bindparam("b_low")),
+                ),
+                max_seq=case(
+                    (
+                        bindparam("b_high", type_=BigInteger) > func.coalesce(d.max_seq, bindparam("b_high")),
+                        bindparam("b_high"),
+                    ),
+                    else_=func.coalesce(d.max_seq, bindparam("b_high")),
+                ),
             )
         )
         conn.execute(
@@ -301,6 +319,8 @@ class Store:
                     "b_ts": p.ts_ms,
                     "b_seq": p.seq,
                     "b_interval": p.interval,
+                    "b_low": low.get(device),
+                    "b_high": high.get(device),
                 }
                 for device, p in latest.items()
             ],
