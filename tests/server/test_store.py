@@ -226,3 +226,15 @@ def test_missing_counter_equals_the_scan_of_payloads(engine, store):
     assert (device.first_seq, device.max_seq) == (min(seqs), max(seqs))
     assert device.received == len(seqs)
     assert device.max_seq - device.first_seq + 1 - device.received == scanned == (max(seqs) - min(seqs) + 1 - len(seqs))
+
+
+def test_the_series_cache_is_bounded(engine, store):
+    store.max_cached_series = 60
+    store.write([msg("d1", 0), msg("d2", 0)])  # 2 x 51 series: over the bound after this batch
+    assert len(store._series) == 102
+    store.write([msg("d3", 0)])  # cleared, then refilled with what this batch needs
+    assert len(store._series) == 51
+    store.write([msg("d1", 1)])
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Sample)) == 4 * SAMPLES_PER_PAYLOAD
+        assert conn.scalar(select(func.count()).select_from(Series)) == 3 * SAMPLES_PER_PAYLOAD

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,7 @@ class Store:
             raise ValueError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
         self._insert = dialects[engine.dialect.name]
         self._series: dict[tuple[str, str], int] = {}
+        self.max_cached_series = 1_000_000
         self._attrs: dict[str, dict[str, str]] = {}
         self._devices: set[str] = set()
 
@@ -248,6 +250,10 @@ class Store:
         return len(series)
 
     def _series_ids(self, conn: Connection, payloads: Iterable[Accepted]) -> dict[tuple[str, str], int]:
+        if len(self._series) > self.max_cached_series:
+            # Bounded memory for large fleets (about 150 bytes an entry): start over; the next
+            # batches re-read the ids they need, one indexed SELECT per device.
+            self._series.clear()
         missing: dict[str, set[str]] = defaultdict(set)
         for p in payloads:
             for key in p.samples:
@@ -263,7 +269,7 @@ class Store:
                     SERIES.c.device_id == device, SERIES.c.key.in_(sorted(keys))
                 )
                 for series_id, key in conn.execute(query):
-                    self._series[(device, key)] = series_id
+                    self._series[(device, sys.intern(key))] = series_id  # one copy of "cpu-percent" per fleet
         return self._series
 
     def _update_devices(self, conn: Connection, accepted: list[Accepted], new: list[Accepted], now_ms: int) -> None:
