@@ -20,6 +20,8 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	touch $@
 
 $(NPM_STAMP): frontend/package.json frontend/package-lock.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null || \
+	    { echo "Node.js >= 20 with npm is needed for the dashboard (https://nodejs.org or your OS's package)"; exit 1; }
 	@# `npm install`, not `npm ci`: vite lists a Windows-only optional package the registry here lacks,
 	@# which `npm ci` refuses as "missing from the lock file"; `npm install` keeps the locked versions.
 	cd frontend && npm install --no-audit --no-fund --loglevel=error
@@ -44,7 +46,9 @@ typecheck: install
 	$(BIN)/mypy
 
 # The transport tests start their own mosquitto (a real broker with mutual TLS); the
-# storage tests also run against a real PostgreSQL on 127.0.0.1:5432 (EDGEMON_TEST_PG).
+# storage tests also run against a real PostgreSQL on 127.0.0.1:5432 (EDGEMON_TEST_PG). When this target
+# installs PostgreSQL itself, it lets user postgres in over 127.0.0.1 without a password (a fresh
+# Debian cluster asks for one over TCP), as the tests connect.
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -56,10 +60,13 @@ system-deps:
 	@if [ -z "$$EDGEMON_TEST_PG" ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 	    if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	        ver=$$(ls /etc/postgresql | tail -1); \
+	        sed -i '1i host all postgres 127.0.0.1/32 trust' /etc/postgresql/$$ver/main/pg_hba.conf; \
 	    fi; \
 	    if command -v pg_ctlcluster >/dev/null 2>&1; then \
 	        pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | tail -1) main start || true; \
 	    fi; \
+	    for i in 1 2 3 4 5 6 7 8 9 10; do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
 	    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is needed on 127.0.0.1:5432 (or set EDGEMON_TEST_PG)"; exit 1; }; \
 	fi
 	@# The dashboard's end-to-end test drives Debian's chromium (no browser download).

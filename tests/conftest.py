@@ -163,21 +163,34 @@ def subscriber(broker, pki):
     sub.stop()
 
 
+def broker_env(broker, pki, identity) -> dict[str, str]:
+    """``EDGEMON_MQTT_*`` for a client of the test broker with ``identity``, quick reconnects."""
+    return {
+        "EDGEMON_MQTT_ENDPOINT": "localhost",
+        "EDGEMON_MQTT_PORT": str(broker.port),
+        "EDGEMON_MQTT_CA": str(pki.ca_path),
+        "EDGEMON_MQTT_CERT": str(identity.cert),
+        "EDGEMON_MQTT_KEY": str(identity.key),
+        "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.2",
+        "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "1",
+    }
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log records in a process' output file (other lines skipped)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
 @pytest.fixture
 def mqtt_env(agent_env: dict[str, str], broker, pki) -> Callable[..., dict[str, str]]:
     """Environment for an agent that publishes to the test broker as ``device`` (CN)."""
 
     def make(device: str = "dev-1", identity=None, **extra: str) -> dict[str, str]:
-        ident = identity or pki.issue(device)
         env = {
             **agent_env,
-            "EDGEMON_MQTT_ENDPOINT": "localhost",
-            "EDGEMON_MQTT_PORT": str(broker.port),
-            "EDGEMON_MQTT_CA": str(pki.ca_path),
-            "EDGEMON_MQTT_CERT": str(ident.cert),
-            "EDGEMON_MQTT_KEY": str(ident.key),
-            "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.2",
-            "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "1",
+            **broker_env(broker, pki, identity or pki.issue(device)),
             "EDGEMON_INTERVAL": "1",
             "EDGEMON_LOAD_PLUGINS": "",
             "EDGEMON_LOG_FORMAT": "json",
@@ -199,11 +212,7 @@ class AgentProc:
         )
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
+        return json_lines(self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:

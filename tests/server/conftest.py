@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from edgemon_server import migrations
 from edgemon_server.db import make_engine
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Store
+from tests.conftest import broker_env, json_lines
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 PG_ADMIN = os.environ.get("EDGEMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -94,9 +94,7 @@ class CollectorProc:
         raise AssertionError(f"collector did not subscribe: {self.log.read_text()}")
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return json_lines(self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -117,13 +115,7 @@ def collector_env(broker, pki, tmp_path: Path):
         env.update(
             {
                 "EDGEMON_DATABASE_URL": db_url,
-                "EDGEMON_MQTT_ENDPOINT": "localhost",
-                "EDGEMON_MQTT_PORT": str(broker.port),
-                "EDGEMON_MQTT_CA": str(pki.ca_path),
-                "EDGEMON_MQTT_CERT": str(ident.cert),
-                "EDGEMON_MQTT_KEY": str(ident.key),
-                "EDGEMON_MQTT_MIN_RECONNECT_DELAY": "0.2",
-                "EDGEMON_MQTT_MAX_RECONNECT_DELAY": "1",
+                **broker_env(broker, pki, ident),
                 "EDGEMON_CLIENT_ID": client_id,
                 "EDGEMON_RESEND_AFTER": "1",
                 "EDGEMON_LOG_FORMAT": "json",

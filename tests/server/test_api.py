@@ -267,7 +267,6 @@ def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
         q.count_query(1, 0, 10),
         q.raw_query(1, 0, 10),
         q.buckets_query(1, 0, 10, 2),
-        q.missing_query("a"),
         q.rejected_query("a"),
         q.rejects_page("a", 10, 50),
     ]

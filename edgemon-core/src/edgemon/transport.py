@@ -349,6 +349,43 @@ class Connection:
             log.debug("stop failed", extra={"reason": repr(exc)})
 
 
+def mqtt311_connection(mqtt: MqttSettings, client_id: str, **callbacks: Any) -> Any:
+    """An awscrt MQTT 3.1.1 connection over plain TCP, clean session (agent and collector, demo broker only)."""
+    from awscrt import io  # noqa: PLC0415
+    from awscrt import mqtt as mqtt3  # noqa: PLC0415
+
+    return mqtt3.Connection(
+        client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
+        host_name=mqtt.endpoint,
+        port=mqtt.port,
+        client_id=client_id,
+        clean_session=True,
+        keep_alive_secs=mqtt.keep_alive,
+        reconnect_min_timeout_secs=max(1, int(mqtt.min_reconnect_delay)),
+        reconnect_max_timeout_secs=max(1, int(mqtt.max_reconnect_delay)),
+        **callbacks,
+    )
+
+
+def connect_with_backoff(
+    connection: Any, mqtt: MqttSettings, stop: threading.Event, on_failure: Callable[[BaseException], None]
+) -> bool:
+    """Connect an MQTT 3.1.1 connection, retrying with doubling delays until it works or ``stop`` is set.
+
+    awscrt's 3.1.1 client reconnects by itself only after a first success.
+    """
+    delay = mqtt.min_reconnect_delay
+    while not stop.is_set():
+        try:
+            connection.connect().result(mqtt.connect_timeout + 5)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure is retried
+            on_failure(exc)
+            stop.wait(delay)
+            delay = min(mqtt.max_reconnect_delay, delay * 2)
+    return False
+
+
 class Connection311:
     """MQTT 3.1.1 over plain TCP to a loopback broker (the embedded demo broker of ``make run``).
 
@@ -359,7 +396,6 @@ class Connection311:
 
     def __init__(self, mqtt: MqttSettings, client_id: str, status: TransportStatus) -> None:
         """Build the connection; nothing connects until :meth:`start`."""
-        from awscrt import io  # noqa: PLC0415
         from awscrt import mqtt as mqtt3  # noqa: PLC0415
 
         self.mqtt3 = mqtt3
@@ -371,17 +407,8 @@ class Connection311:
         self.commands = mqtt.commands_topic.format(client_id=client_id)
         self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
         self._stop = threading.Event()
-        self.connection = mqtt3.Connection(
-            client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
-            host_name=mqtt.endpoint,
-            port=mqtt.port,
-            client_id=client_id,
-            clean_session=True,
-            keep_alive_secs=mqtt.keep_alive,
-            reconnect_min_timeout_secs=max(1, int(mqtt.min_reconnect_delay)),
-            reconnect_max_timeout_secs=max(1, int(mqtt.max_reconnect_delay)),
-            on_connection_interrupted=self._interrupted,
-            on_connection_resumed=self._resumed,
+        self.connection = mqtt311_connection(
+            mqtt, client_id, on_connection_interrupted=self._interrupted, on_connection_resumed=self._resumed
         )
 
     def start(self) -> None:
@@ -390,18 +417,12 @@ class Connection311:
         threading.Thread(target=self._connect_loop, name="edgemon-mqtt311", daemon=True).start()
 
     def _connect_loop(self) -> None:
-        delay = self.settings.min_reconnect_delay
-        while not self._stop.is_set():
-            try:
-                self.connection.connect().result(self.settings.connect_timeout + 5)
-            except Exception as exc:  # noqa: BLE001 - any failure is retried
-                self.status.connect_failures += 1
-                self.status.last_error, self.status.last_error_at = repr(exc), time.time()
-                self._stop.wait(delay)
-                delay = min(self.settings.max_reconnect_delay, delay * 2)
-                continue
+        if connect_with_backoff(self.connection, self.settings, self._stop, self._failed):
             self._resumed()
-            return
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.connect_failures += 1
+        self.status.last_error, self.status.last_error_at = repr(exc), time.time()
 
     def _interrupted(self, **_kwargs: Any) -> None:
         self.connected.clear()

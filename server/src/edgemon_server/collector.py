@@ -13,7 +13,7 @@ commit"): a collector that dies between receipt and commit gets the message
 again from the broker; while the database is down nothing is acknowledged.
 ``receive_maximum`` asks the broker to keep few messages unacknowledged in
 flight; mosquitto 2.0 honours it at first but not strictly afterwards
-(measured: 5 asked, 30 sent after 5 PUBACKs), so the queue has its own bound
+(a one-off check: 5 asked, 30 sent after 5 PUBACKs), so the queue has its own bound
 and, when full, holds the callback thread: backpressure toward the broker.
 
 Several collectors may share the load as members of one MQTT 5 shared
@@ -39,7 +39,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from edgemon.certs import subject_cn
 from edgemon.config import ConfigError
-from edgemon.transport import HINTS, is_aws_endpoint, is_loopback
+from edgemon.transport import HINTS, connect_with_backoff, is_aws_endpoint, is_loopback, mqtt311_connection
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Message, Store
@@ -182,7 +182,6 @@ class Collector:
         when the callback returns) and no shared subscriptions: what a crash
         loses in the queue comes back through the resend requests.
         """
-        from awscrt import io  # noqa: PLC0415
         from awscrt import mqtt as mqtt3  # noqa: PLC0415
 
         m = self.config.mqtt
@@ -192,31 +191,19 @@ class Collector:
             raise ConfigError("server.shared_group needs MQTT 5 (shared subscriptions)")
         log.warning("MQTT 3.1.1 without TLS to a loopback demo broker: for development only")
         self.mqtt3 = mqtt3
-        return mqtt3.Connection(
-            client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
-            host_name=m.endpoint,
-            port=m.port,
-            client_id=self.client_id,
-            clean_session=True,
-            keep_alive_secs=m.keep_alive,
-            reconnect_min_timeout_secs=max(1, int(m.min_reconnect_delay)),
-            reconnect_max_timeout_secs=max(1, int(m.max_reconnect_delay)),
+        return mqtt311_connection(
+            m,
+            self.client_id,
             on_connection_interrupted=lambda **_kw: self._on_disconnect(None),
             on_connection_resumed=lambda **_kw: self._subscribe_311(),
         )
 
     def _start_311(self) -> None:
-        delay = self.config.mqtt.min_reconnect_delay
-        while not self._stop.is_set():
-            try:
-                self.client.connect().result(self.config.mqtt.connect_timeout + 5)
-            except Exception as exc:  # noqa: BLE001 - retried with back-off
-                log.error("collector cannot connect; retrying", extra={"reason": repr(exc)})
-                self._stop.wait(delay)
-                delay = min(self.config.mqtt.max_reconnect_delay, delay * 2)
-                continue
+        def failed(exc: BaseException) -> None:
+            log.error("collector cannot connect; retrying", extra={"reason": repr(exc)})
+
+        if connect_with_backoff(self.client, self.config.mqtt, self._stop, failed):
             self._subscribe_311()
-            return
 
     def _subscribe_311(self) -> None:
         self.stats.state = "connected"

@@ -124,6 +124,20 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
+def _page_params(default: int) -> list[dict[str, Any]]:
+    return [
+        _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, f"page size ({default})"),
+        _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    ]
+
+
+def _page(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A page of ``name`` with the cursor of the next one."""
+    return _obj(
+        [name, "next_cursor"], **{name: {"type": "array", "items": item}}, next_cursor={"type": ["string", "null"]}
+    )
+
+
 def document() -> dict[str, Any]:
     """The whole document."""
     return {
@@ -145,17 +159,9 @@ def document() -> dict[str, Any]:
                             },
                             "order ('-' descending)",
                         ),
-                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
-                        _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                        *_page_params(100),
                     ],
-                    "responses": _ok(
-                        _obj(
-                            ["devices", "next_cursor"],
-                            devices={"type": "array", "items": DEVICE_SUMMARY},
-                            next_cursor={"type": ["string", "null"]},
-                        ),
-                        400,
-                    ),
+                    "responses": _ok(_page("devices", DEVICE_SUMMARY), 400),
                 }
             },
             "/api/v1/devices/{device}": {
@@ -242,17 +248,9 @@ def document() -> dict[str, Any]:
                     "summary": "Dead-letter entries, newest first",
                     "parameters": [
                         _param("device", {"type": "string", "maxLength": 128}, "only this device"),
-                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (50)"),
-                        _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                        *_page_params(50),
                     ],
-                    "responses": _ok(
-                        _obj(
-                            ["rejects", "next_cursor"],
-                            rejects={"type": "array", "items": REJECT},
-                            next_cursor={"type": ["string", "null"]},
-                        ),
-                        400,
-                    ),
+                    "responses": _ok(_page("rejects", REJECT), 400),
                 }
             },
             "/api/v1/openapi.json": {

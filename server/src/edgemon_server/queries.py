@@ -12,7 +12,6 @@ from edgemon_server.db import Base
 DEVICES = Base.metadata.tables["devices"]
 SERIES = Base.metadata.tables["series"]
 SAMPLES = Base.metadata.tables["samples"]
-PAYLOADS = Base.metadata.tables["payloads"]
 REJECTS = Base.metadata.tables["rejects"]
 COLLECTORS = Base.metadata.tables["collectors"]
 
@@ -139,15 +138,6 @@ def buckets_query(series_id: int, start: int, end: int, width: int) -> Select[An
         .group_by(bucket)
         .order_by(bucket)
     )
-
-
-def missing_query(device: str) -> Select[Any]:
-    """Payloads missing from a device's seq (sum of the holes between stored seqs)."""
-    ordered = select(
-        PAYLOADS.c.seq.label("seq"), func.lag(PAYLOADS.c.seq).over(order_by=PAYLOADS.c.seq).label("prev")
-    ).where(PAYLOADS.c.device_id == device)
-    sub = ordered.subquery()
-    return select(func.coalesce(func.sum(sub.c.seq - sub.c.prev - 1), 0)).where(sub.c.seq > sub.c.prev + 1)
 
 
 def rejected_query(device: str) -> Select[Any]:

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, case, func, select, update
@@ -64,7 +64,13 @@ class Result:
     duplicates: int = 0
     rejected: int = 0
     samples: int = 0
-    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    def __iadd__(self, other: Result) -> Result:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.samples += other.samples
+        return self
 
 
 class Store:
@@ -103,7 +109,7 @@ class Store:
             except RejectedError as exc:
                 rejects.append((msg, exc.reason))
         try:
-            result = self._transaction(accepted, rejects, messages, now)
+            result = self._transaction(accepted, rejects, now)
         except OperationalError:
             self._forget()
             raise
@@ -111,16 +117,11 @@ class Store:
             self._forget()
             if len(messages) == 1:
                 reason = f"database refused it: {type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
-                result = self._transaction([], [(messages[0], reason)], messages, now)
+                result = self._transaction([], [(messages[0], reason)], now)
             else:
                 result = Result()
                 for msg in messages:
-                    one = self.write([msg], now)
-                    result.stored += one.stored
-                    result.duplicates += one.duplicates
-                    result.rejected += one.rejected
-                    result.samples += one.samples
-                    result.reasons += one.reasons
+                    result += self.write([msg], now)
                 return result
         for msg, reason in rejects:
             log.warning(
@@ -128,10 +129,8 @@ class Store:
             )
         return result
 
-    def _transaction(
-        self, accepted: list[Accepted], rejects: list[tuple[Message, str]], messages: Sequence[Message], now: float
-    ) -> Result:
-        result = Result(rejected=len(rejects), reasons=[(m.topic, r) for m, r in rejects])
+    def _transaction(self, accepted: list[Accepted], rejects: list[tuple[Message, str]], now: float) -> Result:
+        result = Result(rejected=len(rejects))
         now_ms = round(now * 1000)
         new: list[Accepted] = []
         with self.engine.begin() as conn:
