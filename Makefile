@@ -1,4 +1,5 @@
-# The front door. `make test` and `make run` work on a fresh clone with Python >= 3.11 and Node.js >= 20.
+# The front door. `make test` and `make run` work on a fresh clone with Python >= 3.11 and Node.js >= 20
+# (and Python 3.9 for the agent's oldest-Python tests).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,10 +7,17 @@ STAMP  := $(VENV)/.installed
 PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
 PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
 
+# The agent (edgemon-core and the plugins) supports Python 3.9+ (Debian 11, Ubuntu 22.04, JetPack 6);
+# `make test` also runs its tests under the oldest such Python: $(OLDEST_PYTHON), else pyenv's 3.9.x.
+OLDEST     ?= 3.9
+OLDEST_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(OLDEST).*/bin/python3 /usr/bin/python$(OLDEST)))
+VENV_OLD   := .venv$(subst .,,$(OLDEST))
+AGENT_TESTS := tests/core tests/plugins tests/transport
+
 NPM_STAMP := frontend/node_modules/.installed
 DASHBOARD := server/src/edgemon_server/static/index.html
 
-.PHONY: install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
+.PHONY: pytest-oldest install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,7 +89,19 @@ system-deps:
 pytest: install system-deps dashboard
 	$(BIN)/pytest
 
-test: lint typecheck frontend-test pytest
+# The agent's suite under the oldest supported Python, in its own venv (agent and plugins only).
+$(VENV_OLD)/.installed: $(PYPROJECTS)
+	@test -n "$(OLDEST_PYTHON)" || { echo "Python $(OLDEST) is needed for the agent's oldest-Python tests: install it (pyenv install $(OLDEST)) or set OLDEST_PYTHON=/path/to/python$(OLDEST)"; exit 1; }
+	test -x $(VENV_OLD)/bin/python || $(OLDEST_PYTHON) -m venv $(VENV_OLD)
+	$(VENV_OLD)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(VENV_OLD)/bin/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter plugins/%,$(PKGS)),-e $(p))
+	$(VENV_OLD)/bin/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
+	touch $@
+
+pytest-oldest: $(VENV_OLD)/.installed system-deps
+	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS)
+
+test: lint typecheck frontend-test pytest pytest-oldest
 
 # The whole stack: mosquitto (mTLS, local CA under var/pki), edgemon-server run (collector, API,
 # dashboard; SQLite var/edgemon.db) and an agent for this machine. Ctrl-C stops all three.
@@ -102,4 +122,4 @@ bench: install
 	$(BIN)/python benchmarks/api.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis frontend/node_modules server/src/edgemon_server/static
+	rm -rf $(VENV) $(VENV_OLD) var .pytest_cache .mypy_cache .ruff_cache .hypothesis frontend/node_modules server/src/edgemon_server/static

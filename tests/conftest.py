@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,17 @@ from edgemon.plugins import make_plugin_manager
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_BIN = Path(sys.executable).parent / "edgemon-agent"
+
+
+@pytest.fixture(autouse=True)
+def _reset_edgemon_logging() -> Iterator[None]:
+    """Undo ``logs.setup`` from in-process CLI runs, so ``caplog`` sees the next test's records."""
+    yield
+    for name in ("edgemon", "edgemon_server"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ class Pki:
     def _ca(self, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = self._key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -82,7 +82,7 @@ class Pki:
         """Issue a certificate for ``cn`` (a device id, or ``localhost`` for the broker)."""
         key = self._key()
         ca_key, ca_cert = (self.foreign_key, self.foreign_cert) if foreign else (self.ca_key, self.ca_cert)
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         start, end = (
             (now - dt.timedelta(days=10), now - dt.timedelta(days=1))
             if expired

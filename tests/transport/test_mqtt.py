@@ -28,7 +28,7 @@ def test_payload_arrives_within_a_second_of_collection(mqtt_env, subscriber, run
 
     run_agent_proc(mqtt_env("dev-lat"))
     assert subscriber.wait_for(lambda ps: len(ps) >= 4, timeout=15)
-    for doc, arrived in list(zip(subscriber.payloads(), subscriber.received_at, strict=False))[1:]:
+    for doc, arrived in list(zip(subscriber.payloads(), subscriber.received_at))[1:]:
         collected = datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
         assert 0 <= arrived - collected < 1.0, (doc["seq"], arrived - collected)
 

@@ -22,11 +22,16 @@ import functools
 import os
 import re
 import socket
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Debian 11 / Ubuntu 22.04 / JetPack 6: the same parser, from PyPI
+    import tomli as tomllib
 
 DEFAULT_CONFIG = Path("/etc/edgemon/agent.toml")
 CORE_PLUGIN_KEYS = {"enabled": True, "interval": 0.0, "timeout": 0.0}
@@ -262,7 +267,7 @@ def coerce(value: Any, default: Any) -> Any:
         if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return value.lower() in {"1", "true", "yes", "on"}
         raise TypeError(f"expected true or false, got {value!r}")
-    if isinstance(default, float | int):
+    if isinstance(default, (float, int)):
         if isinstance(value, bool):
             raise TypeError(f"expected a number, got {value!r}")
         try:

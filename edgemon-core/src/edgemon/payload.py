@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -73,7 +73,7 @@ def _copy(value: Any) -> Any:
 
 def utc_timestamp(epoch: float) -> str:
     """Format seconds since the epoch as RFC 3339 UTC with milliseconds and ``Z``."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def build(

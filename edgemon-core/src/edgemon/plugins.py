@@ -12,13 +12,18 @@ import functools
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, Literal
 
 import pluggy
+
+if sys.version_info >= (3, 10):
+    from importlib.metadata import entry_points
+else:  # 3.9 has no entry_points(group=) and no EntryPoint.dist: the backport has both
+    from importlib_metadata import entry_points
 
 from edgemon import PROJECT, PluginUnavailable, __version__, hookspecs
 

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import schedule
@@ -27,7 +27,7 @@ Clock = Callable[[], float]
 
 def _naive(epoch: float) -> datetime:
     # schedule compares naive datetimes; UTC avoids DST jumps.
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
 
 
 class GridJob(schedule.Job):

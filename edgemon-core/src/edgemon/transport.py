@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from edgemon.buffer import Buffer
 from edgemon.certs import subject_cn
@@ -183,7 +183,7 @@ def parse_resend(body: bytes) -> tuple[int, int]:
     return first, last
 
 
-def _count(value: Any) -> TypeGuard[int]:
+def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
