@@ -175,7 +175,8 @@ def parse_resend(body: bytes) -> tuple[int, int]:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(command, dict):
         raise ValueError("not a JSON object")
-    first, last = command.get("from"), command.get("to")
+    first: Any = command.get("from")
+    last: Any = command.get("to")
     if not (_count(first) and _count(last)):
         raise ValueError("'from' and 'to' must be integers >= 0")
     if not first <= last < first + MAX_RESEND:
