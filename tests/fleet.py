@@ -45,10 +45,17 @@ def payload(device: str, seq: int, interval: float = 1.0, start: float = START) 
             "gpu": {"0": {"utilization": {"gpu": seq % 100}, "mem_used": 2**30, "temp_c": 55, "power_w": 210.5}},  # 4
             "sensors": {f"t{i}": 40 + i for i in range(8)},  # 8
             "system": {"hostname": f"host-{device}", "agent_version": "0.1.0", "online": True},  # 2 strings, 1 bool
+            "agent": {"plugin": PLUGIN_STATES},  # strings only: attributes
         },
         "alerts": [],
     }
 
+
+PLUGIN_STATES = {
+    "cpu": {"status": "loaded", "version": "0.1.0"},
+    "acme_sensors": {"status": "failed", "version": "2.1.0", "reason": "edgemon_startup raised OSError: no bus"},
+}
+"""How the agent reports its plugins (``agent.plugin.<name>``): one has failed."""
 
 SAMPLES_PER_PAYLOAD = METRICS + 1
 """Numbers plus the bool (strings become attributes)."""

@@ -1,6 +1,7 @@
 // End-to-end check of the dashboard in real headless Chromium (Debian's, driven by playwright-core).
 // Env: BASE_URL, DEVICE (to find), METRICS (two keys, comma-separated), POINTS (expected chart points),
-// VALUES (JSON {key: "expected text"} for the snapshot), SHOTS (directory for screenshots), CHROMIUM.
+// VALUES (JSON {key: "expected text"} for the snapshot), SHOTS (directory for screenshots), CHROMIUM,
+// PLUGIN_PROBLEM (text the device page's "Plugins not working" section must show).
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -72,6 +73,10 @@ try {
   for (const [key, expected] of Object.entries(JSON.parse(env.VALUES))) {
     const text = (await page.locator(`tr[data-key="${key}"] td.num`).textContent())?.trim();
     check(text === expected, `snapshot ${key} shows ${expected} (got ${text})`);
+  }
+  if (env.PLUGIN_PROBLEM) {
+    const problems = (await page.locator("section.plugin-problems").textContent()) ?? "";
+    check(problems.includes(env.PLUGIN_PROBLEM), `the failing plugin and its reason are shown (got ${problems})`);
   }
   await page.screenshot({ path: `${shots}/device.png`, fullPage: true });
 

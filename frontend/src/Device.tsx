@@ -3,6 +3,7 @@ import { api, ApiError, type DeviceDetail, type SeriesData } from "./api";
 import { Chart } from "./Chart";
 import { formatAgo, formatValue, groupByPlugin } from "./format";
 import { MetricPicker } from "./MetricPicker";
+import { pluginStates } from "./plugins";
 import { buildDeviceUrl, navigate, PRESETS, rangeParams, type DeviceView } from "./url";
 
 const LIVE_MS = 5_000;
@@ -50,9 +51,8 @@ export function Device({ view }: { view: DeviceView }) {
   if (!detail.data) return <p className="muted">Loading {view.device}…</p>;
   const d = detail.data;
   const attrs = d.attributes;
-  const plugins = Object.keys(attrs)
-    .filter((k) => k.startsWith("system-plugins-"))
-    .map((k) => `${k.slice(15)} ${attrs[k]}`);
+  const plugins = pluginStates(attrs);
+  const broken = plugins.filter((p) => p.status === "failed" || p.status === "unavailable");
   const gpus = Object.entries(attrs).filter(([k]) => /^gpu-\d+-name$/.test(k)).map(([, v]) => v);
   const metricKeys = latest.data ? Object.keys(latest.data.metrics).sort() : [];
   return (
@@ -76,7 +76,12 @@ export function Device({ view }: { view: DeviceView }) {
         <dt>OS</dt>
         <dd>{attrs["system-os"] ?? "–"}</dd>
         <dt>plugins</dt>
-        <dd>{plugins.join(", ") || "–"}</dd>
+        <dd>
+          {plugins
+            .filter((p) => p.status === "loaded")
+            .map((p) => `${p.name} ${p.version}`)
+            .join(", ") || "–"}
+        </dd>
         <dt>GPUs</dt>
         <dd>{gpus.join(", ") || "none"}</dd>
         <dt>payloads</dt>
@@ -85,6 +90,19 @@ export function Device({ view }: { view: DeviceView }) {
           {d.counters.rejected} rejected
         </dd>
       </dl>
+      {broken.length > 0 && (
+        <section className="plugin-problems" aria-label="plugin problems">
+          <h3>Plugins not working</h3>
+          <ul>
+            {broken.map((p) => (
+              <li key={p.name} className={p.status}>
+                <strong>{p.name}</strong> {p.version} <span className="badge">{p.status}</span>
+                {p.reason && <> — {p.reason}</>}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
 
       <section>
         <h3>Time series</h3>

@@ -64,7 +64,19 @@ def test_bad_environment_value_names_the_variable():
     ("text", "message"),
     [
         ("[agent]\ntimeout = 20\ninterval = 10\n", r":2: agent\.timeout: must be > 0 and below agent\.interval"),
-        ("[agent]\ninterval = 0\n", r":2: agent\.interval: must be > 0"),
+        ("[agent]\ninterval = 0\n", r":2: agent\.interval: must be between 0\.1 and 86400, got 0\.0"),
+        ("[agent]\ninterval = 1e-9\n", r":2: agent\.interval: must be between 0\.1 and 86400"),
+        ("[agent]\ninterval = inf\n", r":2: agent\.interval: expected a finite number, got inf"),
+        ("[agent]\ninterval = 1e300\n", r":2: agent\.interval: must be between 0\.1 and 86400"),
+        ("[agent]\nbuffer_max_mb = nan\n", r":2: agent\.buffer_max_mb: expected a finite number"),
+        ("[agent]\nbuffer_max_mb = 0\n", r":2: agent\.buffer_max_mb: must be between 1 and"),
+        ("[agent]\nbuffer_max_mb = -5\n", r":2: agent\.buffer_max_mb: must be between 1 and"),
+        ("[mqtt]\ndrain_rate = nan\n", r":2: mqtt\.drain_rate: expected a finite number"),
+        ("[mqtt]\ndrain_rate = inf\n", r":2: mqtt\.drain_rate: expected a finite number"),
+        ("[mqtt]\nconnect_timeout = nan\n", r":2: mqtt\.connect_timeout: expected a finite number"),
+        ("[mqtt]\nkeep_alive = 70000\n", r":2: mqtt\.keep_alive: must be between 0 and 65535"),
+        ("[mqtt]\nmax_reconnect_delay = inf\n", r":2: mqtt\.max_reconnect_delay: expected a finite number"),
+        ("[mqtt]\nmax_inflight = 0\n", r":2: mqtt\.max_inflight: must be between 1 and 65535"),
         ('[agent]\nlog_format = "xml"\n', r":2: agent\.log_format: 'xml' is not one of text, json"),
         ('[agent]\nclient_id = "a/b"\n', r":2: agent\.client_id"),
     ],
@@ -86,6 +98,14 @@ def test_plugin_section_unknown_key_and_type(tmp_path):
     cfg = config.load(write(tmp_path, '[plugins.cpu]\npercpu = "no way"\n'), environ={})
     with pytest.raises(ConfigError, match=r":2: plugins\.cpu\.percpu: expected true or false"):
         config.plugin_settings(cfg, "cpu", {"percpu": True})
+    for text, message in (
+        ("[plugins.cpu]\ninterval = nan\n", r":2: plugins\.cpu\.interval: expected a finite number"),
+        ("[plugins.cpu]\ntimeout = 1e9\n", r":2: plugins\.cpu\.timeout: must be between 0 and 86400"),
+        ("[plugins.cpu]\nfreq_every = inf\n", r":2: plugins\.cpu\.freq_every: expected a finite number"),
+    ):
+        cfg = config.load(write(tmp_path, text), environ={})
+        with pytest.raises(ConfigError, match=message):
+            config.plugin_settings(cfg, "cpu", {"freq_every": 60.0})
 
 
 def test_plugin_validate_hook_message_is_reported(tmp_path):

@@ -80,7 +80,10 @@ def test_third_party_plugin_is_discovered_through_its_entry_point(agent_env):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["metrics"]["example"] == {"answer": 42, "calls": 1, "label": "hello"}
-    assert doc["metrics"]["system"]["plugins"]["example"] == "1.2.3"
+    states = doc["metrics"]["agent"]["plugin"]
+    assert states["example"] == {"status": "loaded", "version": "1.2.3"}
+    assert states["gpu_nvml"]["status"] == "unavailable"
+    assert "NVML" in states["gpu_nvml"]["reason"]
 
 
 def test_plugin_settings_reach_the_plugin(tmp_path, agent_env):
@@ -191,7 +194,7 @@ def test_plugins_test_prints_exactly_the_subtree(agent_env):
     assert "no plugin named 'nope'" in result.stderr
 
 
-def test_plugins_test_reports_schema_errors(fake_install, agent_env):
+def test_plugins_test_reports_what_breaks_the_payload_rules(fake_install, agent_env):
     fake_install(
         "edgemon-sloppy",
         {"sloppy": "edgemon_sloppy"},
@@ -206,7 +209,9 @@ def test_plugins_test_reports_schema_errors(fake_install, agent_env):
     )
     result = run_agent("plugins", "test", "sloppy", env=agent_env)
     assert result.returncode == 1
-    assert "schema: metrics/sloppy" in result.stderr
+    assert json.loads(result.stdout) == {"sloppy": {}}, "what breaks a rule is not in the tree"
+    assert "problem: collector sloppy: sloppy.bad-key: key holds '-'" in result.stderr
+    assert "problem: collector sloppy: sloppy.values: arrays are not allowed" in result.stderr
 
 
 def test_plugins_human_listing(broken, agent_env):

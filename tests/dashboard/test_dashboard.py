@@ -83,6 +83,7 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
             "VALUES": json.dumps(values),
             "SHOTS": str(shots),
             "OFFLINE": "gone-0000",
+            "PLUGIN_PROBLEM": "acme_sensors 2.1.0 failed — edgemon_startup raised OSError: no bus",
         }
         out = subprocess.run(
             ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120

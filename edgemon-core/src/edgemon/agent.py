@@ -1,22 +1,31 @@
-"""The agent: load plugins, run collectors each cycle, build and hand off payloads."""
+"""The agent: load plugins, run collectors and rules each cycle, build and hand off payloads.
+
+Nothing a plugin does reaches the loop: every call into plugin code goes
+through :mod:`edgemon.isolate` (own thread, timeout, any exception caught),
+and everything a plugin returns goes through :mod:`edgemon.sanitize` before it
+is merged, so a payload is always one the server accepts.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy
 import schedule
 
+from edgemon import PluginUnavailable, isolate, sanitize
 from edgemon import payload as payload_mod
 from edgemon import plugins as plugins_mod
-from edgemon.builtin import system
-from edgemon.collect import CollectorRunner
+from edgemon.collect import CollectorRunner, RuleRunner
 from edgemon.config import Config, ConfigError, plugin_settings
-from edgemon.registry import NAME_RE, CollectFn, Collector, Rule, RuleFn, SettingsSpec
+from edgemon.registry import NAME_RE, CollectFn, Collector, Rule, RuleFn, SettingsSpec, safe_key
 from edgemon.scheduler import GridJob, every, run_forever
 from edgemon.state import SeqCounter
 
@@ -25,7 +34,29 @@ log = logging.getLogger(__name__)
 AGENT_KEY = "agent"
 """The agent's own namespace in ``metrics``; a collector writing it is a clash."""
 
-Sink = Callable[[dict[str, Any]], None]
+AGENT_LEAVES = 1024
+"""Leaves of the payload kept for the agent's own ``agent`` tree; plugins share the rest."""
+
+CLOCK_STEP = 1.0
+"""A change of more than this many seconds between the wall and monotonic clocks is a step."""
+
+RETRY_FIRST, RETRY_MAX = 10.0, 600.0
+"""Back-off of a failed plugin startup: 10 s, doubling, at most 10 minutes."""
+
+LOG_ONCE_MAX = 1000
+
+Sink = Callable[[dict[str, Any], bytes], None]
+"""Receives each payload and its serialised body (compact JSON, UTF-8)."""
+
+
+@dataclass
+class _Retry:
+    """A plugin whose ``edgemon_startup`` failed, waiting to be tried again."""
+
+    attempts: int
+    next_at: float
+    worker: isolate.Worker
+    pending: Future[isolate.Outcome] | None = None
 
 
 class Agent:
@@ -48,6 +79,7 @@ class Agent:
         pm: pluggy.PluginManager | None = None,
         allowed: set[str] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Prepare an agent; nothing is loaded until :meth:`start`.
 
@@ -56,10 +88,13 @@ class Agent:
             pm: a plugin manager whose plugins are already registered (tests);
                 ``None`` discovers built-ins and entry points.
             allowed: entry-point names to load (``EDGEMON_LOAD_PLUGINS``).
-            clock: wall clock for payload timestamps and the schedule.
+            clock: wall clock, for payload timestamps only.
+            monotonic: the clock the schedule and the timeouts run on (a step of the wall
+                clock must not stop or burst the schedule).
         """
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
         self._given_pm = pm
         self.pm = pm or plugins_mod.make_plugin_manager()
         self.allowed = allowed
@@ -67,9 +102,9 @@ class Agent:
         self.settings: dict[str, dict[str, Any]] = {}
         self.collectors: list[Collector] = []
         self.rules: list[Rule] = []
-        self.rule_errors: dict[str, int] = {}
         self.clash_count: dict[str, int] = {}
         self.runner: CollectorRunner | None = None
+        self.rule_runner: RuleRunner | None = None
         self.seq: SeqCounter | None = None
         self.device_id = config.device_id
         self.cycles = 0
@@ -78,6 +113,12 @@ class Agent:
         self.extra_metrics: dict[str, Callable[[], dict[str, Any]]] = {}
         """name -> callable whose tree is added under ``agent.<name>`` (the transport's counters)."""
         self._seen_clashes: set[str] = set()
+        self._seen_drops: set[tuple[str, str, str]] = set()
+        self._retries: dict[str, _Retry] = {}
+        self._clock_offset: float | None = None
+        self.clock_steps = 0
+        self.last_clock_step = 0.0
+        self.payload_drops = 0
         self._started = False
 
     # -- start-up ---------------------------------------------------------------
@@ -90,7 +131,7 @@ class Agent:
         """
         if self._given_pm is None:
             disabled = [n for n, s in self.config.plugins.items() if s.get("enabled") is False]
-            records = plugins_mod.load_plugins(self.pm, self.allowed, disabled)
+            records = plugins_mod.load_plugins(self.pm, self.allowed, disabled, self.config.agent.startup_timeout)
         else:
             records = [
                 plugins_mod.PluginRecord(name, type(p).__name__, "?", "?")
@@ -104,7 +145,9 @@ class Agent:
                     f"{self.config.source or 'configuration'}: [plugins.{name}] names no installed plugin "
                     f"(installed: {', '.join(sorted(self.records))})"
                 )
-        specs = plugins_mod.call_each(self.pm, "edgemon_settings_spec", self.records, lambda _: {})
+        specs = plugins_mod.call_each(
+            self.pm, "edgemon_settings_spec", self.records, lambda _: {}, self.config.agent.startup_timeout
+        )
         for name, record in self.records.items():
             if record.status != "loaded":
                 continue
@@ -118,37 +161,119 @@ class Agent:
         return list(self.records.values())
 
     def start(self) -> None:
-        """Load plugins, start them, and gather their collectors and rules."""
+        """Load plugins, start them, and gather their collectors and rules.
+
+        A plugin whose ``edgemon_startup`` fails (raises, or does not return within
+        ``agent.startup_timeout``) is reported *failed* and tried again with back-off
+        while the agent runs; :meth:`retry_startups` does that each cycle.
+        """
         if not self.records:
             self.load()
-        plugins_mod.call_each(self.pm, "edgemon_startup", self.records, lambda n: {"settings": self._settings(n)})
+        timeout = self.config.agent.startup_timeout
+        before = {n for n, r in self.records.items() if r.status == "loaded"}
         plugins_mod.call_each(
-            self.pm,
-            "edgemon_register_collectors",
-            self.records,
-            lambda n: {"register": self._collector_registrar(n), "settings": self._settings(n)},
+            self.pm, "edgemon_startup", self.records, lambda n: {"settings": self._settings(n)}, timeout, keep=True
         )
-        plugins_mod.call_each(
-            self.pm,
-            "edgemon_register_alert_rules",
-            self.records,
-            lambda n: {"register": self._rule_registrar(n), "settings": self._settings(n)},
-        )
-        # A plugin dropped while registering must not leave collectors behind.
-        live = {n for n, r in self.records.items() if r.status == "loaded"}
-        self.collectors = [c for c in self.collectors if c.plugin in live]
-        self.rules = [r for r in self.rules if r.plugin in live]
-        chosen = self.pm.hook.edgemon_device_id(default=self.device_id)
-        if isinstance(chosen, str) and chosen:
-            self.device_id = chosen
-        system.set_plugins({r.name: r.version for r in self.records.values() if r.status == "loaded"})
-        self.runner = CollectorRunner(self.collectors, self.config.agent.timeout)
-        self.seq = SeqCounter(self.config.agent.state_dir)
+        for name in before:
+            record = self.records[name]
+            if record.status == "failed" and self.pm.has_plugin(name):
+                self._retries[name] = _Retry(1, self.monotonic() + RETRY_FIRST, isolate.Worker(f"retry-{name}", name))
+        self._register_plugins()
+        self.device_id = plugins_mod.choose_device_id(self.pm, self.records, self.device_id, timeout)
+        self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
+        self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
+        self.seq = self.seq or SeqCounter(self.config.agent.state_dir)
         self._started = True
         log.info(
             "agent started",
             extra={"device": self.device_id, "reason": f"collectors={[c.name for c in self.collectors]}"},
         )
+
+    def _register_plugins(self, only: str | None = None) -> tuple[list[Collector], list[Rule]]:
+        """Call the register hooks (of every loaded plugin, or of ``only``); return what they added."""
+        n_collectors, n_rules = len(self.collectors), len(self.rules)
+        timeout = self.config.agent.startup_timeout
+        for hook, registrar in (
+            ("edgemon_register_collectors", self._collector_registrar),
+            ("edgemon_register_alert_rules", self._rule_registrar),
+        ):
+            plugins_mod.call_each(
+                self.pm,
+                hook,
+                self.records,
+                functools.partial(self._register_kwargs, registrar),
+                timeout,
+                only={only} if only else None,
+            )
+        # A plugin dropped while registering must not leave collectors behind.
+        live = {n for n, r in self.records.items() if r.status == "loaded"}
+        added = [c for c in self.collectors[n_collectors:] if c.plugin in live]
+        added_rules = [r for r in self.rules[n_rules:] if r.plugin in live]
+        self.collectors = [c for c in self.collectors if c.plugin in live]
+        self.rules = [r for r in self.rules if r.plugin in live]
+        return added, added_rules
+
+    def _register_kwargs(self, registrar: Callable[[str], Any], name: str) -> dict[str, Any]:
+        return {"register": registrar(name), "settings": self._settings(name)}
+
+    def retry_startups(self) -> None:
+        """Try the failed startups that are due again; a success registers the plugin's collectors and rules."""
+        now = self.monotonic()
+        for name, retry in list(self._retries.items()):
+            record = self.records[name]
+            if retry.pending is not None:
+                if not retry.pending.done():
+                    continue  # still stuck in an earlier attempt
+                outcome = retry.pending.result()
+                retry.pending = None
+                if outcome.ok:
+                    self._started_late(name, retry)
+                    continue
+                reason = f"edgemon_startup {'raised ' if outcome.error is not None else ''}{outcome.reason}"
+                if isinstance(outcome.error, PluginUnavailable):
+                    self._give_up(name, retry, "unavailable", str(outcome.error) or "unavailable")
+                    continue
+                record.reason = f"{reason} (attempt {retry.attempts}; retrying)"
+                retry.attempts += 1
+                retry.next_at = now + min(RETRY_MAX, RETRY_FIRST * 2 ** (retry.attempts - 1))
+                log.warning("plugin startup failed again", extra={"plugin": name, "reason": record.reason})
+            if now < retry.next_at:
+                continue
+            impl = next((i for i in self.pm.hook.edgemon_startup.get_hookimpls() if i.plugin_name == name), None)
+            if impl is None:
+                self._give_up(name, retry, "failed", record.reason or "unregistered")
+                continue
+            kwargs = {"settings": self._settings(name)}
+            retry.pending = retry.worker.submit(
+                functools.partial(impl.function, **{a: kwargs[a] for a in impl.argnames})
+            )
+            retry.next_at = now + self.config.agent.startup_timeout  # checked again next cycle
+
+    def _started_late(self, name: str, retry: _Retry) -> None:
+        record = self.records[name]
+        record.status, record.reason = "loaded", None
+        retry.worker.stop()
+        del self._retries[name]
+        collectors, rules = self._register_plugins(only=name)
+        assert self.runner is not None
+        assert self.rule_runner is not None
+        for collector in collectors:
+            self.runner.add(collector)
+        for rule in rules:
+            self.rule_runner.add(rule)
+        log.info(
+            "plugin started on a retry",
+            extra={
+                "plugin": name,
+                "reason": f"attempt {retry.attempts + 1}; collectors={[c.name for c in collectors]}",
+            },
+        )
+
+    def _give_up(self, name: str, retry: _Retry, status: plugins_mod.Status, reason: str) -> None:
+        retry.worker.stop()
+        del self._retries[name]
+        plugins_mod._drop(self.pm, self.records[name], status, reason)
+        log.warning("plugin startup not retried", extra={"plugin": name, "reason": reason})
 
     def _settings(self, name: str) -> dict[str, Any]:
         return self.settings.get(name, {})
@@ -162,10 +287,10 @@ class Agent:
             timeout: float | None = None,
             units: Mapping[str, str] | None = None,
         ) -> None:
-            if not NAME_RE.match(name):
-                raise ValueError(f"collector name {name!r} must match {NAME_RE.pattern}")
-            if any(c.name == name for c in self.collectors):
-                raise ValueError(f"collector name {name!r} is already registered")
+            self._check_registration(plugin, "collector", name, [c.name for c in self.collectors])
+            for key, value in (("interval", interval), ("timeout", timeout)):
+                if value is not None and not (isinstance(value, (int, float)) and 0 < value < 86400 * 366):
+                    raise ValueError(f"collector {name}: {key} must be a number of seconds > 0, got {value!r}")
             settings = self._settings(plugin)
             agent = self.config.agent
             eff_interval = settings.get("interval") or interval
@@ -177,27 +302,59 @@ class Agent:
 
     def _rule_registrar(self, plugin: str) -> Callable[[str, RuleFn], None]:
         def register(name: str, fn: RuleFn) -> None:
-            if not NAME_RE.match(name):
-                raise ValueError(f"rule name {name!r} must match {NAME_RE.pattern}")
+            self._check_registration(plugin, "rule", name, [r.name for r in self.rules])
             self.rules.append(Rule(name, plugin, fn))
 
         return register
 
+    def _check_registration(self, plugin: str, kind: str, name: Any, taken: list[str]) -> None:
+        record = self.records.get(plugin)
+        if record is not None and record.status != "loaded":
+            # A register hook that timed out and registers later, from its abandoned thread.
+            raise RuntimeError(f"{kind} {name!r} registered after plugin {plugin} was failed")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ValueError(f"{kind} name {name!r} must match {NAME_RE.pattern}")
+        if name in taken:
+            raise ValueError(f"{kind} name {name!r} is already registered")
+
     # -- one cycle ----------------------------------------------------------------
 
+    def _dropped(self, plugin: str, who: str, drops: list[sanitize.Drop]) -> None:
+        """Log each distinct (plugin, path, reason) once; repeats at debug."""
+        for drop in drops:
+            key = (plugin, drop.path, drop.reason)
+            fields = {"plugin": plugin, "collector": who, "path": drop.path, "reason": drop.reason}
+            if key in self._seen_drops or len(self._seen_drops) >= LOG_ONCE_MAX:
+                log.debug("value dropped", extra=fields)
+                continue
+            self._seen_drops.add(key)
+            log.error("value dropped: it breaks the payload rules", extra=fields)
+
     def collect_metrics(self, runner: CollectorRunner | None = None) -> dict[str, Any]:
-        """Run the due collectors of ``runner`` (default: the agent's) and merge their sub-trees."""
+        """Run the due collectors of ``runner`` (default: the agent's), check and merge their sub-trees.
+
+        Each sub-tree is checked against the payload rules (:mod:`edgemon.sanitize`) before the
+        merge: what breaks one is left out and counted under ``agent.collectors.<name>.dropped``.
+        """
         runner = runner or self.runner
         assert runner is not None, "call start() first"
-        results = runner.collect()
-        reserved = [payload_mod.Clash(AGENT_KEY, "agent", c.name) for c, tree in results if AGENT_KEY in tree]
-        merged, clashes = payload_mod.merge(
-            (c.name, payload_mod.scrub({k: v for k, v in tree.items() if k != AGENT_KEY})) for c, tree in results
-        )
+        budget = sanitize.Budget(sanitize.MAX_LEAVES - AGENT_LEAVES)
+        parts: list[tuple[str, dict[str, Any]]] = []
+        reserved: list[payload_mod.Clash] = []
+        for collector, tree in runner.collect():
+            if AGENT_KEY in tree:
+                reserved.append(payload_mod.Clash(AGENT_KEY, "agent", collector.name))
+                tree = {k: v for k, v in tree.items() if k != AGENT_KEY}
+            clean, drops = sanitize.clean_tree(tree, budget)
+            if drops:
+                runner.stats[collector.name].dropped += len(drops)
+                self._dropped(collector.plugin, collector.name, drops)
+            parts.append((collector.name, clean))
+        merged, clashes = payload_mod.merge(parts, copy=False)
         clashes = reserved + clashes
         for clash in clashes:
             self.clash_count[clash.dropped] = self.clash_count.get(clash.dropped, 0) + 1
-            if clash.path not in self._seen_clashes:
+            if clash.path not in self._seen_clashes and len(self._seen_clashes) < LOG_ONCE_MAX:
                 self._seen_clashes.add(clash.path)
                 log.error(
                     "metric name clash",
@@ -209,75 +366,157 @@ class Agent:
         return merged
 
     def evaluate_rules(self, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Run every local alert rule on the cycle's metrics; isolate failures."""
+        """Run every local alert rule on the cycle's metrics; isolate failures, check what they return."""
+        if self.rule_runner is None:
+            return []
         alerts: list[dict[str, Any]] = []
-        for rule in self.rules:
-            try:
-                produced = rule.fn(metrics)
-                alerts.extend(dict(a) for a in produced or [])
-            except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the cycle
-                self.rule_errors[rule.name] = self.rule_errors.get(rule.name, 0) + 1
-                log.error(
-                    "alert rule failed",
-                    extra={"plugin": rule.plugin, "reason": f"{rule.name}: {type(exc).__name__}: {exc}"},
-                )
+        for rule, produced in self.rule_runner.evaluate(metrics):
+            drops: list[sanitize.Drop] = []
+            for item in produced:
+                alert, item_drops = sanitize.clean_alert(item, rule.name)
+                drops.extend(item_drops)
+                if alert is None:
+                    continue
+                if len(alerts) >= sanitize.MAX_ALERTS:
+                    drops.append(sanitize.Drop("alert", f"over {sanitize.MAX_ALERTS} alerts in the payload"))
+                    continue
+                alerts.append(alert)
+            if drops:
+                self.rule_runner.stats[rule.name].dropped += len(drops)
+                self._dropped(rule.plugin, rule.name, drops)
         return alerts
+
+    def plugin_states(self) -> dict[str, Any]:
+        """``agent.plugin.<name>``: status, version and (unless loaded) the reason, cut to 200 characters."""
+        out: dict[str, Any] = {}
+        for record in self.records.values():
+            state: dict[str, Any] = {"status": record.status, "version": sanitize.cut(record.version, 64)}
+            if record.reason and record.status != "loaded":
+                state["reason"] = sanitize.cut(record.reason)
+            out[safe_key(record.name)] = state
+        return out
 
     def self_metrics(self) -> dict[str, Any]:
         """The agent's own counters, published under ``metrics.agent``."""
         assert self.runner is not None
+        assert self.rule_runner is not None
         collectors = {}
         for name, stats in self.runner.stats.items():
             stats.clashes = self.clash_count.get(name, 0)
             collectors[name] = stats.to_tree()
         statuses = [r.status for r in self.records.values()]
         extra = {name: fn() for name, fn in self.extra_metrics.items()}
-        return {
-            AGENT_KEY: {
-                **extra,
-                "cycles": self.cycles,
-                "cycle_ms": round(self.last_cycle_ms, 3),
-                "skipped_cycles": self.job.skipped if self.job else 0,
-                "collectors": collectors,
-                "rules": {r.name: {"errors": self.rule_errors.get(r.name, 0)} for r in self.rules},
-                "plugins": {s: statuses.count(s) for s in ("loaded", "unavailable", "failed", "disabled")},
-            }
+        tree: dict[str, Any] = {
+            **extra,
+            "cycles": self.cycles,
+            "cycle_ms": round(self.last_cycle_ms, 3),
+            "skipped_cycles": self.job.skipped if self.job else 0,
+            "clock_steps": self.clock_steps,
+            "last_clock_step_s": round(self.last_clock_step, 3),
+            "payload_drops": self.payload_drops,
+            "collectors": collectors,
+            "rules": {name: stats.to_tree() for name, stats in self.rule_runner.stats.items()},
+            "plugins": {s: statuses.count(s) for s in ("loaded", "unavailable", "failed", "disabled")},
+            "plugin": self.plugin_states(),
         }
+        if self.seq is not None:
+            tree["state"] = self.seq.health()
+        return {AGENT_KEY: tree}
+
+    def _watch_clock(self, wall: float) -> None:
+        """Notice a step of the wall clock (NTP correcting an RTC): log it and count it."""
+        offset = wall - self.monotonic()
+        if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP:
+            self.clock_steps += 1
+            self.last_clock_step = offset - self._clock_offset
+            log.warning(
+                "wall clock stepped; the schedule runs on the monotonic clock and goes on",
+                extra={"reason": f"by {self.last_clock_step:+.3f} s; payload times follow the wall clock"},
+            )
+        self._clock_offset = offset
 
     def cycle(self) -> dict[str, Any]:
         """Collect once and return a complete payload (the ``seq`` is consumed)."""
+        payload, _body = self.cycle_body()
+        return payload
+
+    def cycle_body(self) -> tuple[dict[str, Any], bytes]:
+        """Collect once; return the payload and its serialised body (at most ``payload.MAX_BYTES``)."""
         assert self.seq is not None, "call start() first"
         epoch = self.clock()
+        self._watch_clock(epoch)
         t0 = time.perf_counter()
         metrics = self.collect_metrics()
         alerts = self.evaluate_rules(metrics)
         self.cycles += 1
         self.last_cycle_ms = (time.perf_counter() - t0) * 1000
-        tree = {**self.self_metrics(), **metrics}
-        return payload_mod.build(self.device_id, self.seq.next(), epoch, self.config.agent.interval, tree, alerts)
+        own, drops = sanitize.clean_tree(self.self_metrics(), sanitize.Budget(AGENT_LEAVES))
+        self._dropped("agent", "agent", drops)  # e.g. a path with undecodable bytes in an error text
+        metrics[AGENT_KEY] = own[AGENT_KEY]
+        payload = payload_mod.build(self.device_id, self.seq.next(), epoch, self.config.agent.interval, metrics, alerts)
+        return payload, self._fit(payload)
+
+    def _fit(self, payload: dict[str, Any]) -> bytes:
+        """Serialise; while over the size limit, leave out the largest plugin sub-tree (logged and counted)."""
+        body = payload_mod.dumps(payload).encode()
+        metrics = payload["metrics"]
+        while len(body) > payload_mod.MAX_BYTES:
+            sizes = [(name, size) for name, size in payload_mod.subtree_sizes(payload) if name != AGENT_KEY]
+            if not sizes:
+                payload["alerts"] = []
+                body = payload_mod.dumps(payload).encode()
+                break
+            name, size = sizes[0]
+            del metrics[name]
+            self.payload_drops += 1
+            owners = [c for c in self.collectors if c.name == name]
+            if self.runner is not None:
+                for collector in owners:
+                    self.runner.stats[collector.name].dropped += 1
+            log.error(
+                "payload too large: the largest sub-tree is left out",
+                extra={
+                    "plugin": owners[0].plugin if owners else "?",
+                    "path": name,
+                    "reason": f"{len(body)} B > {payload_mod.MAX_BYTES} B; {name} is {size} B",
+                },
+            )
+            body = payload_mod.dumps(payload).encode()
+        return body
 
     # -- the loop -------------------------------------------------------------------
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
-        """Emit a payload to ``sink`` every interval until ``stop`` is set."""
+        """Emit a payload to ``sink`` every interval until ``stop`` is set.
+
+        The schedule runs on the monotonic clock: a step of the wall clock, either way, never
+        delays or bursts it; payloads are stamped with the wall clock.
+        """
         if not self._started:
             self.start()
 
         def job() -> None:
-            payload = self.cycle()
+            self.retry_startups()
+            payload, body = self.cycle_body()
             try:
-                sink(payload)
+                sink(payload, body)
             except Exception as exc:  # noqa: BLE001 - a failing sink is logged; the loop goes on
                 log.error("could not hand off payload", extra={"seq": payload["seq"], "reason": repr(exc)})
 
         scheduler = schedule.Scheduler()
-        self.job = every(self.config.agent.interval, scheduler, job, self.clock)
-        run_forever(scheduler, stop, self.clock)
+        self.job = every(self.config.agent.interval, scheduler, job, self.monotonic)
+        run_forever(scheduler, stop, self.monotonic)
 
     def close(self) -> None:
-        """Call every plugin's ``edgemon_shutdown`` and stop the collector threads."""
+        """Call every started plugin's ``edgemon_shutdown`` and stop the worker threads."""
         if self._started:
-            plugins_mod.call_each(self.pm, "edgemon_shutdown", self.records, lambda _: {})
+            plugins_mod.call_each(
+                self.pm, "edgemon_shutdown", self.records, lambda _: {}, self.config.agent.startup_timeout
+            )
+        for retry in self._retries.values():
+            retry.worker.stop()
         if self.runner is not None:
             self.runner.close()
+        if self.rule_runner is not None:
+            self.rule_runner.close()
         self._started = False

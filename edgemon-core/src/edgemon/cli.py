@@ -5,38 +5,46 @@ Commands::
     edgemon-agent once [--config F]          one cycle, payload JSON on stdout, no network
     edgemon-agent run [--output stdout]      the daemon loop
     edgemon-agent plugins [--json]           discovered plugins and their status
-    edgemon-agent plugins test NAME          one plugin's sub-tree, checked against the schema
-    edgemon-agent check-config [--config F]  validate and print the effective configuration
+    edgemon-agent plugins test NAME          one plugin's sub-tree, checked against the payload rules
+    edgemon-agent check-config [--config F]  every check ``run`` makes before connecting; prints the result
+    edgemon-agent status [--json]            the send buffer and the connection (reads only)
 
-Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+``-c/--config`` may come before or after the sub-command. Exit codes: 0 success,
+1 runtime failure, 2 bad configuration or usage, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from edgemon import __version__, logs
+from edgemon import __version__, isolate, logs, sanitize
 from edgemon import payload as payload_mod
 from edgemon.agent import Agent
-from edgemon.collect import CollectorRunner
 from edgemon.config import Config, ConfigError, load
 from edgemon.plugins import allowed_from_env
+from edgemon.state import SeqCounter
 
 log = logging.getLogger("edgemon.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # Every option defaults to SUPPRESS, so that one given before the sub-command (``-c F plugins``)
+    # is not overwritten by the sub-command's default, and ``plugins -c F test X`` keeps F.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", "-c", help="TOML file (default: $EDGEMON_CONFIG or /etc/edgemon/agent.toml)")
     common.add_argument("--client-id", help="device id (default: host name)")
     common.add_argument("--interval", type=float, help="seconds between payloads")
@@ -45,11 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", choices=["text", "json"])
     common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
-    parser = argparse.ArgumentParser(prog="edgemon-agent", description="edgemon device agent")
+    parser = argparse.ArgumentParser(
+        prog="edgemon-agent", description="edgemon device agent", parents=[common], conflict_handler="resolve"
+    )
     parser.add_argument("--version", action="version", version=f"edgemon-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("once", parents=[common], help="collect one cycle and print the payload")
-    mqtt = argparse.ArgumentParser(add_help=False)
+    mqtt = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     mqtt.add_argument("--mqtt-endpoint", help="broker host name")
     mqtt.add_argument("--mqtt-port", type=int, help="broker port (default 8883)")
     mqtt.add_argument("--mqtt-ca", help="CA bundle (PEM) that signed the broker's certificate")
@@ -63,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "--output", choices=["auto", "stdout", "mqtt"], help="where payloads go (auto: mqtt if configured)"
     )
     status = sub.add_parser("status", parents=[common], help="send buffer and connection state of the agent")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     plugins = sub.add_parser("plugins", parents=[common], help="list plugins")
-    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     psub = plugins.add_subparsers(dest="plugins_command")
     ptest = psub.add_parser("test", parents=[common], help="run one plugin's collectors once")
     ptest.add_argument("name")
@@ -86,11 +96,81 @@ def _config(args: argparse.Namespace) -> Config:
         "key": getattr(args, "mqtt_key", None),
         "insecure_local": getattr(args, "insecure_local", None),
     }
-    return load(args.config, overrides={"agent": agent, "mqtt": mqtt})
+    return load(getattr(args, "config", None), overrides={"agent": agent, "mqtt": mqtt})
+
+
+class _LogStdout(io.TextIOBase):
+    """``sys.stdout`` while the agent runs: what plugins print goes to the log, one record per line.
+
+    stdout carries payloads (``once``, ``run --output stdout``); a plugin's ``print`` must not
+    corrupt them. The plugin is named when the line comes from a thread running its code.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        ident = threading.get_ident()
+        with self._lock:
+            buffered = self._partial.pop(ident, "") + text
+            *lines, rest = buffered.split("\n")
+            if rest:
+                self._partial[ident] = rest[-4096:]
+        for line in lines:
+            if line.strip():
+                log.warning(
+                    "plugin wrote to stdout", extra={"plugin": isolate.current_plugin() or "?", "reason": line[:500]}
+                )
+        return len(text)
+
+
+@contextlib.contextmanager
+def _payload_stream() -> Iterator[TextIO]:
+    """Yield the stream payloads and command output go to; route all other stdout writes to the log.
+
+    At the file-descriptor level too: fd 1 is pointed at stderr for the duration, so a plugin's
+    native library writing to fd 1 cannot corrupt the payload stream either.
+    """
+    original = sys.stdout
+    out: TextIO = original
+    saved_fd = None
+    if original is sys.__stdout__ and original is not None:
+        try:
+            original.flush()
+            saved_fd = os.dup(1)
+            out = os.fdopen(os.dup(saved_fd), "w", encoding="utf-8")
+            os.dup2(2, 1)
+        except OSError:  # no usable fd 1 (closed): plain stdout is all there is
+            saved_fd = None
+            out = original
+    sys.stdout = _LogStdout()
+    try:
+        yield out
+    finally:
+        sys.stdout = original
+        if saved_fd is not None:
+            out.flush()
+            out.close()
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
+    try:
+        with _payload_stream() as out:
+            return _main(argv, out)
+    except KeyboardInterrupt:
+        print("edgemon-agent: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None, out: TextIO) -> int:
     args = _parser().parse_args(argv)
     try:
         config = _config(args)
@@ -100,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(config.agent.log_level, config.agent.log_format, config.device_id)
     agent = Agent(config, allowed=allowed_from_env())
     try:
-        return _dispatch(args, agent)
+        return _dispatch(args, agent, out)
     except ConfigError as exc:
         print(f"edgemon-agent: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -108,37 +188,64 @@ def main(argv: list[str] | None = None) -> int:
         agent.close()
 
 
-def _dispatch(args: argparse.Namespace, agent: Agent) -> int:
+def _dispatch(args: argparse.Namespace, agent: Agent, out: TextIO) -> int:
+    as_json = getattr(args, "json", False)
     if args.command == "check-config":
-        agent.load()
-        out = {
-            "source": agent.config.source,
-            "agent": asdict(agent.config.agent),
-            "device_id": agent.config.device_id,
-            "plugins": agent.settings,
-        }
-        print(json.dumps(out, indent=2, sort_keys=True, default=str))
-        return 0
+        return _check_config(agent, out)
     if args.command == "status":
-        return _status(agent.config, args.json)
+        return _status(agent.config, as_json, out)
     if args.command == "plugins" and args.plugins_command == "test":
-        return _plugins_test(agent, args.name)
+        return _plugins_test(agent, args.name, out)
     if args.command == "plugins":
-        return _plugins_list(agent, args.json)
+        return _plugins_list(agent, as_json, out)
     if args.command == "once":
         agent.start()
-        print(json.dumps(agent.cycle(), indent=2, allow_nan=False))
+        payload, _body = agent.cycle_body()
+        print(json.dumps(payload, indent=2, allow_nan=False), file=out)
         return 0
-    return _run(agent)
+    return _run(agent, out)
 
 
-def _plugins_list(agent: Agent, as_json: bool) -> int:
+def _output(config: Config) -> str:
+    output = config.agent.output
+    if output == "auto":
+        output = "mqtt" if config.mqtt.endpoint else "stdout"
+    return output
+
+
+def _check_config(agent: Agent, out: TextIO) -> int:
+    """Every check ``run`` does before it connects: the file, the plugins' settings, the MQTT files and identity."""
+    agent.load()
+    config = agent.config
+    device_id = config.device_id
+    output = _output(config)
+    if output == "mqtt":
+        from edgemon.transport import check_settings  # noqa: PLC0415 - only in MQTT mode
+
+        device_id = check_settings(config)
+    failed = {n: r.reason for n, r in agent.records.items() if r.status == "failed"}
+    result = {
+        "source": config.source,
+        "agent": asdict(config.agent),
+        "mqtt": {k: v for k, v in asdict(config.mqtt).items() if k != "key"} if output == "mqtt" else None,
+        "output": output,
+        "device_id": device_id,
+        "plugins": agent.settings,
+        "failed_plugins": failed,
+    }
+    print(json.dumps(result, indent=2, sort_keys=True, default=str), file=out)
+    for name, reason in failed.items():
+        print(f"edgemon-agent: plugin {name} failed to load: {reason}", file=sys.stderr)
+    return 0
+
+
+def _plugins_list(agent: Agent, as_json: bool, out: TextIO) -> int:
     agent.load()
     agent.start()  # startup decides "unavailable"
     records = list(agent.records.values())
     if as_json:
         units = {c.name: {"plugin": c.plugin, "units": dict(c.units)} for c in agent.collectors}
-        print(json.dumps({"plugins": [r.to_json() for r in records], "collectors": units}, indent=2))
+        print(json.dumps({"plugins": [r.to_json() for r in records], "collectors": units}, indent=2), file=out)
         return 0
     width = max(len(r.name) for r in records)
     for r in records:
@@ -146,13 +253,17 @@ def _plugins_list(agent: Agent, as_json: bool) -> int:
         line = f"{r.name:<{width}}  {r.status:<11}  {kind}"
         if r.reason:
             line += f"  ({r.reason})"
-        print(line)
+        print(line, file=out)
         if r.hooks:
-            print(f"{'':<{width}}  hooks: {', '.join(r.hooks)}")
+            print(f"{'':<{width}}  hooks: {', '.join(r.hooks)}", file=out)
     return 0
 
 
-def _plugins_test(agent: Agent, name: str) -> int:
+def _plugins_test(agent: Agent, name: str, out: TextIO) -> int:
+    """Run one plugin's collectors once; print its sub-tree; report what breaks the payload rules.
+
+    Needs nothing beyond the agent: the checks are the agent's own (``edgemon.sanitize``).
+    """
     agent.load()
     record = agent.records.get(name)
     if record is None:
@@ -162,44 +273,60 @@ def _plugins_test(agent: Agent, name: str) -> int:
     if record.status != "loaded":
         print(f"edgemon-agent: plugin {name} is {record.status}: {record.reason}", file=sys.stderr)
         return 1
-    runner = CollectorRunner([c for c in agent.collectors if c.plugin == name], agent.config.agent.timeout)
-    try:
-        tree = agent.collect_metrics(runner)
-    finally:
-        runner.close()
-    print(json.dumps(tree, indent=2, allow_nan=False))
-    probe = payload_mod.build(agent.device_id, 0, agent.clock(), agent.config.agent.interval, tree)
-    errors = payload_mod.validation_errors(probe)
-    for error in errors:
-        print(f"schema: {error}", file=sys.stderr)
-    failed = any(s.errors or s.timeouts for s in runner.stats.values())
-    if not tree:
+    collectors = [c for c in agent.collectors if c.plugin == name]
+    problems: list[str] = []
+    tree: dict[str, Any] = {}
+    budget = sanitize.Budget()
+    for collector in collectors:
+        timeout = collector.timeout or agent.config.agent.timeout
+        outcome = isolate.call(collector.fn, timeout, name, "collector")
+        if outcome.error is not None:
+            problems.append(f"collector {collector.name} raised {outcome.reason}")
+            print(isolate.format_traceback(outcome.error), file=sys.stderr)
+            continue
+        if not outcome.ok:
+            problems.append(f"collector {collector.name} {outcome.reason}")
+            continue
+        if not isinstance(outcome.value, Mapping):
+            problems.append(f"collector {collector.name} returned {type(outcome.value).__name__}, not a dict")
+            continue
+        clean, drops = sanitize.clean_tree(outcome.value, budget)
+        problems += [f"collector {collector.name}: {d.path}: {d.reason} (dropped)" for d in drops]
+        merged, clashes = payload_mod.merge([(collector.name, tree), (collector.name, clean)])
+        problems += [f"collector {collector.name}: {c.path}: written twice (clash)" for c in clashes]
+        tree = merged
+    print(json.dumps(tree, indent=2, allow_nan=False), file=out)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if not collectors:
+        print(f"edgemon-agent: plugin {name} registers no collector", file=sys.stderr)
+    elif not tree:
         print(f"edgemon-agent: plugin {name} produced nothing", file=sys.stderr)
-    return 1 if errors or not tree or failed else 0
+    return 1 if problems or not tree else 0
 
 
-def _run(agent: Agent) -> int:
+def _run(agent: Agent, out: TextIO) -> int:
     config = agent.config
-    output = config.agent.output
-    if output == "auto":
-        output = "mqtt" if config.mqtt.endpoint else "stdout"
-    sink: Callable[[dict[str, Any]], None]
+    sink: Callable[[dict[str, Any], bytes], None]
     mqtt_sink = None
-    if output == "mqtt":
+    if _output(config) == "mqtt":
         from edgemon.transport import MqttSink, check_settings  # noqa: PLC0415 - only in MQTT mode
 
         agent.device_id = check_settings(config)
         agent.start()
         mqtt_sink = MqttSink(config, agent.device_id)
+        # The buffer stores each payload's seq with it: no separate seq file to fsync each cycle.
+        floor = max(mqtt_sink.buffer.last_seq(), agent.seq.value if agent.seq else 0)
+        agent.seq = SeqCounter(config.agent.state_dir, floor=floor, persist=False)
         agent.extra_metrics["transport"] = mqtt_sink.metrics
         mqtt_sink.start()
         sink = mqtt_sink
     else:
         agent.start()
 
-        def sink(payload: dict[str, Any]) -> None:
-            sys.stdout.write(payload_mod.dumps(payload) + "\n")
-            sys.stdout.flush()
+        def sink(_payload: dict[str, Any], body: bytes) -> None:
+            out.write(body.decode() + "\n")
+            out.flush()
 
     stop = threading.Event()
 
@@ -218,43 +345,57 @@ def _run(agent: Agent) -> int:
     return 0
 
 
-def _status(config: Config, as_json: bool) -> int:
-    """Print the send buffer and the running agent's connection state."""
-    from edgemon.buffer import Buffer  # noqa: PLC0415
+def _status(config: Config, as_json: bool, out: TextIO) -> int:
+    """Print the send buffer and the running agent's connection state; reads only, changes nothing."""
+    from edgemon.buffer import inspect  # noqa: PLC0415
 
     state = Path(config.agent.state_dir)
-    if not (state / "buffer.db").exists():
+    path = state / "buffer.db"
+    if not path.exists():
         print(f"edgemon-agent: no send buffer in {state} (has the agent run in MQTT mode?)", file=sys.stderr)
         return 1
-    buffer = Buffer(state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024))
+    result: dict[str, Any] = {"state_dir": str(state)}
     try:
-        age = buffer.oldest_age()
-        out: dict[str, Any] = {
-            "state_dir": str(state),
-            "buffered": len(buffer),
-            "buffered_bytes": buffer.size_bytes,
+        info = inspect(path)
+    except sqlite3.Error as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        result["buffer_error"] = f"{path}: {reason} (left as it is; the agent moves a corrupt file aside)"
+        info = {}
+    created = info.get("oldest_created")
+    age = time.time() - created if created is not None else None
+    result.update(
+        {
+            "buffered": info.get("buffered"),
+            "buffered_bytes": info.get("buffered_bytes"),
             "oldest_unsent_age_s": round(age, 1) if age is not None else None,
-            "dropped": buffer.dropped,
+            "dropped": info.get("dropped"),
+            "last_seq": info.get("last_seq"),
         }
-    finally:
-        buffer.close()
+    )
     try:
         transport = json.loads((state / "status.json").read_text())
     except (OSError, ValueError):
         transport = {"state": "unknown (no status.json)"}
     if transport.get("updated") and time.time() - transport["updated"] > 30 and transport.get("state") != "stopped":
         transport["state"] = f"{transport.get('state')} (stale: agent not running?)"
-    out["connection"] = transport
+    result["connection"] = transport
     if as_json:
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"buffer:      {out['buffered']} payloads, {out['buffered_bytes']} bytes, dropped {out['dropped']}")
-    print(f"oldest:      {out['oldest_unsent_age_s'] if age is not None else '-'} s")
-    print(f"connection:  {transport.get('state')}")
-    print(f"last error:  {transport.get('last_error') or '-'}")
+        print(json.dumps(result, indent=2), file=out)
+        return 1 if "buffer_error" in result else 0
+    if "buffer_error" in result:
+        print(f"buffer:      UNREADABLE: {result['buffer_error']}", file=out)
+    else:
+        sizes = f"{result['buffered']} payloads, {result['buffered_bytes']} bytes, dropped {result['dropped']}"
+        print(f"buffer:      {sizes}", file=out)
+        print(f"oldest:      {result['oldest_unsent_age_s'] if age is not None else '-'} s", file=out)
+    health = transport.get("buffer") or {}
+    if health and not health.get("disk_ok", True):
+        print(f"disk:        FAILING: {health.get('disk_error')}; {health.get('in_memory')} held in memory", file=out)
+    print(f"connection:  {transport.get('state')}", file=out)
+    print(f"last error:  {transport.get('last_error') or '-'}", file=out)
     counters = ("published", "acked", "failed", "refused_too_large", "connects", "connect_failures")
-    print("counters:    " + ", ".join(f"{k}={transport.get(k, 0)}" for k in counters))
-    return 0
+    print("counters:    " + ", ".join(f"{k}={transport.get(k, 0)}" for k in counters), file=out)
+    return 1 if "buffer_error" in result else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

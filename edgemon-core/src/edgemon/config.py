@@ -19,6 +19,7 @@ Example ``/etc/edgemon/agent.toml``::
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import socket
@@ -61,6 +62,10 @@ class AgentSettings:
         output: ``mqtt``, ``stdout`` (JSON lines), or ``auto``: ``mqtt`` when
             ``mqtt.endpoint`` is set, else ``stdout``.
         buffer_max_mb: bound of the store-and-forward buffer; past it the oldest are dropped (and counted).
+        memory_max: payloads held in memory while the state directory cannot be written
+            (full or read-only disk); past it the oldest are dropped (and counted).
+        startup_timeout: seconds a plugin's import or lifecycle hook (startup, register, device id,
+            shutdown) may take before the plugin is reported failed.
         log_format: ``text`` or ``json`` (one JSON object per line).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -71,6 +76,8 @@ class AgentSettings:
     state_dir: str = field(default_factory=_default_state_dir)
     output: str = "auto"
     buffer_max_mb: float = 100.0
+    memory_max: int = 1000
+    startup_timeout: float = 10.0
     log_format: str = "text"
     log_level: str = "info"
 
@@ -272,8 +279,11 @@ def coerce(value: Any, default: Any) -> Any:
             raise TypeError(f"expected a number, got {value!r}")
         try:
             number = float(value) if isinstance(default, float) else int(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            kind = "a number" if isinstance(default, float) else "an integer"
+            raise TypeError(f"expected {kind}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise TypeError(f"expected a finite number, got {value!r}")
         return number
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -288,13 +298,41 @@ def coerce(value: Any, default: Any) -> Any:
     return value
 
 
+AGENT_RANGES: dict[str, tuple[float, float]] = {
+    "interval": (0.1, 86400.0),
+    "buffer_max_mb": (1.0, 1_000_000.0),
+    "memory_max": (1, 1_000_000),
+    "startup_timeout": (0.1, 3600.0),
+}
+"""``[agent]`` numbers: inclusive (min, max). ``timeout`` must also be below ``interval``."""
+
+MQTT_RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "resend_keep": (0, 1_000_000),
+    "keep_alive": (0, 65535),
+    "min_reconnect_delay": (0.01, 3600.0),
+    "max_reconnect_delay": (0.01, 3600.0),
+    "connect_timeout": (0.1, 600.0),
+    "drain_rate": (0.1, 100_000.0),
+    "max_inflight": (1, 65535),
+}
+"""``[mqtt]`` numbers: inclusive (min, max); MQTT's keep-alive is a 16-bit field."""
+
+
+def check_ranges(section: str, settings: Any, ranges: Mapping[str, tuple[float, float]], where: Any) -> None:
+    """Every number of ``settings`` named in ``ranges`` is finite and within its range."""
+    for key, (low, high) in ranges.items():
+        value = getattr(settings, key)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ConfigError(f"{where(key)}{section}.{key}: must be between {low:g} and {high:g}, got {value!r}")
+
+
 def _check_agent(agent: AgentSettings, where: Any) -> None:
     for key, allowed in CHOICES.items():
         value = getattr(agent, key)
         if value not in allowed:
             raise ConfigError(f"{where(key)}agent.{key}: {value!r} is not one of {', '.join(allowed)}")
-    if not agent.interval > 0:
-        raise ConfigError(f"{where('interval')}agent.interval: must be > 0, got {agent.interval:g}")
+    check_ranges("agent", agent, AGENT_RANGES, where)
     if not 0 < agent.timeout < agent.interval:
         raise ConfigError(
             f"{where('timeout')}agent.timeout: must be > 0 and below agent.interval "
@@ -309,18 +347,11 @@ def _check_agent(agent: AgentSettings, where: Any) -> None:
 
 def check_mqtt(mqtt: MqttSettings, where: Any) -> None:
     """Check the ``[mqtt]`` values; ``where(key)`` gives the file:line prefix of a key."""
-    if not 0 < mqtt.port < 65536:
-        raise ConfigError(f"{where('port')}mqtt.port: {mqtt.port} is not a TCP port")
-    if not 0 < mqtt.min_reconnect_delay <= mqtt.max_reconnect_delay:
-        raise ConfigError(
-            f"{where('min_reconnect_delay')}mqtt.min_reconnect_delay: must be > 0 and <= max_reconnect_delay"
-        )
+    check_ranges("mqtt", mqtt, MQTT_RANGES, where)
+    if not mqtt.min_reconnect_delay <= mqtt.max_reconnect_delay:
+        raise ConfigError(f"{where('min_reconnect_delay')}mqtt.min_reconnect_delay: must be <= max_reconnect_delay")
     if mqtt.protocol not in ("5", "3.1.1"):
         raise ConfigError(f"{where('protocol')}mqtt.protocol: {mqtt.protocol!r} is not one of 5, 3.1.1")
-    if mqtt.resend_keep < 0:
-        raise ConfigError(f"{where('resend_keep')}mqtt.resend_keep: must be >= 0")
-    if mqtt.drain_rate <= 0 or mqtt.max_inflight < 1 or mqtt.keep_alive < 0:
-        raise ConfigError(f"{where('drain_rate')}mqtt: drain_rate and max_inflight must be positive")
     for key in ("topic", "alerts_topic", "commands_topic"):
         topic = getattr(mqtt, key)
         if "{client_id}" not in topic or any(c in topic for c in "+#"):
@@ -346,8 +377,8 @@ def plugin_settings(config: Config, name: str, defaults: Mapping[str, Any], vali
         except TypeError as exc:
             raise ConfigError(f"{where.at(section, key)}{section}.{key}: {exc}") from exc
     for key in ("interval", "timeout"):
-        if merged[key] < 0:
-            raise ConfigError(f"{where.at(section, key)}{section}.{key}: must be >= 0")
+        if not 0 <= merged[key] <= 86400:
+            raise ConfigError(f"{where.at(section, key)}{section}.{key}: must be between 0 and 86400 seconds")
     if validate is not None:
         try:
             validate(merged)

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-FIELDS = ("device", "plugin", "collector", "reason", "topic", "seq", "path")
+FIELDS = ("device", "plugin", "collector", "rule", "reason", "topic", "seq", "path")
 
 
 class JsonFormatter(logging.Formatter):

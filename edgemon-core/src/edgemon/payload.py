@@ -7,7 +7,6 @@ with the server (``edgemon.payload.load_schema()``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,6 +15,8 @@ from importlib.resources import files
 from typing import Any
 
 SCHEMA_VERSION = 1
+MAX_BYTES = 128 * 1024
+"""Largest serialised payload: AWS IoT Core's message size limit (the server allows 256 KB)."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Clash:
     dropped: str
 
 
-def merge(parts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any], list[Clash]]:
+def merge(parts: Iterable[tuple[str, Mapping[str, Any]]], copy: bool = True) -> tuple[dict[str, Any], list[Clash]]:
     """Deep-merge ``(owner, sub-tree)`` pairs into one tree.
 
     Sub-trees may share inner objects (two plugins can both add under
@@ -36,8 +37,13 @@ def merge(parts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any
     left out, and a :class:`Clash` is returned so the core can count and log
     it: nothing is silently overwritten.
 
+    Args:
+        parts: ``(owner, sub-tree)`` pairs, in the order of precedence.
+        copy: copy the sub-trees (``False`` when they are fresh dicts the caller gives away:
+            the agent's checked copies, which saves a copy per cycle).
+
     Returns:
-        The merged tree (new dicts; the inputs are not modified) and the clashes.
+        The merged tree (with ``copy``, new dicts: the inputs are not modified) and the clashes.
     """
     merged: dict[str, Any] = {}
     owners: dict[str, str] = {}
@@ -47,7 +53,7 @@ def merge(parts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any
         for key, value in src.items():
             path = f"{prefix}.{key}" if prefix else str(key)
             if key not in dst:
-                dst[key] = _copy(value)
+                dst[key] = _copy(value) if copy else value
                 owners[path] = owner
             elif isinstance(dst[key], dict) and isinstance(value, Mapping):
                 owners.setdefault(path, owner)
@@ -101,17 +107,11 @@ def dumps(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
-def scrub(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop non-finite floats (a sensor reporting NaN) so the payload stays valid JSON."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out[key] = scrub(value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            continue
-        else:
-            out[key] = value
-    return out
+def subtree_sizes(payload: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Serialised size of each top-level metrics sub-tree, largest first."""
+    metrics = payload.get("metrics", {})
+    sizes = [(name, len(json.dumps(tree, separators=(",", ":")))) for name, tree in metrics.items()]
+    return sorted(sizes, key=lambda item: -item[1])
 
 
 @cache

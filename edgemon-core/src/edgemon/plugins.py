@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ if sys.version_info >= (3, 10):
 else:  # 3.9 has no entry_points(group=) and no EntryPoint.dist: the backport has both
     from importlib_metadata import entry_points
 
-from edgemon import PROJECT, PluginUnavailable, __version__, hookspecs
+from edgemon import PROJECT, PluginUnavailable, __version__, hookspecs, isolate
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ BUILTIN_PLUGINS = ("edgemon.builtin.memory", "edgemon.builtin.system")
 """Modules registered by the core itself, as pytest registers its own plugins."""
 
 LOAD_ENV = "EDGEMON_LOAD_PLUGINS"
+DEFAULT_HOOK_TIMEOUT = 10.0
+"""Seconds an import or a hook may take before the plugin is failed (``agent.startup_timeout``)."""
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 Status = Literal["loaded", "unavailable", "failed", "disabled"]
 
@@ -88,6 +92,7 @@ def load_plugins(
     pm: pluggy.PluginManager,
     allowed: set[str] | None = None,
     disabled: Iterable[str] = (),
+    timeout: float = DEFAULT_HOOK_TIMEOUT,
 ) -> list[PluginRecord]:
     """Register the built-ins and every ``edgemon`` entry point, isolating failures.
 
@@ -95,6 +100,7 @@ def load_plugins(
         pm: from :func:`make_plugin_manager`.
         allowed: entry-point names to load; ``None`` loads all. Built-ins always load.
         disabled: names turned off in the configuration (``enabled = false``).
+        timeout: seconds one plugin's import may take.
 
     Returns:
         One record per plugin seen, in load order, including the ones that failed.
@@ -108,7 +114,7 @@ def load_plugins(
         if name in off:
             _disable(pm, record, "enabled = false in the configuration")
             continue
-        _register(pm, record, functools.partial(importlib.import_module, module_name))
+        _register(pm, record, functools.partial(importlib.import_module, module_name), timeout)
 
     seen = {r.name for r in records}
     for ep in sorted(entry_points(group=PROJECT), key=lambda ep: ep.name):
@@ -127,7 +133,7 @@ def load_plugins(
         elif ep.name in off:
             _disable(pm, record, "enabled = false in the configuration")
         else:
-            _register(pm, record, ep.load)
+            _register(pm, record, ep.load, timeout)
     pm.check_pending()
     return records
 
@@ -137,13 +143,18 @@ def _disable(pm: pluggy.PluginManager, record: PluginRecord, reason: str) -> Non
     pm.set_blocked(record.name)
 
 
-def _register(pm: pluggy.PluginManager, record: PluginRecord, load: Callable[[], Any]) -> None:
-    try:
-        module = load()
-        pm.register(module, name=record.name)
-        _check_hook_names(pm, record.name)
-    except Exception as exc:  # noqa: BLE001 - any error in a third-party import must not stop the others
-        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+def _register(pm: pluggy.PluginManager, record: PluginRecord, load: Callable[[], Any], timeout: float) -> None:
+    # The import runs in a thread of its own: sys.exit() or a hang at import time fails this plugin only.
+    outcome = isolate.call(load, timeout, record.name, "load")
+    module = outcome.value
+    if outcome.ok:
+        try:
+            pm.register(module, name=record.name)
+            _check_hook_names(pm, record.name)
+        except Exception as exc:  # noqa: BLE001 - any error in a third-party plugin must not stop the others
+            outcome = isolate.Outcome(error=exc)
+    if not outcome.ok:
+        record.status, record.reason = "failed", f"import: {outcome.reason}"
         log.error("plugin failed to load", extra={"plugin": record.name, "reason": record.reason})
         if pm.has_plugin(record.name):
             pm.unregister(name=record.name)
@@ -163,49 +174,125 @@ def _check_hook_names(pm: pluggy.PluginManager, name: str) -> None:
             raise pluggy.PluginValidationError(plugin, f"unknown hook {caller.name!r} (misspelt?)")
 
 
+def call_one(
+    pm: pluggy.PluginManager, hook: str, name: str, kwargs: dict[str, Any], timeout: float
+) -> isolate.Outcome | None:
+    """Call plugin ``name``'s implementation of ``hook`` in a thread of its own, with a timeout.
+
+    Returns:
+        Its :class:`~edgemon.isolate.Outcome`, or ``None`` when the plugin does not implement the hook.
+    """
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin_name == name:
+            fn = functools.partial(impl.function, **{arg: kwargs[arg] for arg in impl.argnames})
+            return isolate.call(fn, timeout, name)
+    return None
+
+
 def call_each(
     pm: pluggy.PluginManager,
     hook: str,
     records: dict[str, PluginRecord],
     kwargs_for: Callable[[str], dict[str, Any]],
+    timeout: float = DEFAULT_HOOK_TIMEOUT,
+    keep: bool = False,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Call ``hook`` on each registered plugin separately and isolate failures.
+    """Call ``hook`` on each loaded plugin separately, isolating failures and hangs.
 
-    A plugin whose hook raises ``PluginUnavailable`` is marked *unavailable*;
-    any other exception marks it *failed*. Either way it is unregistered, so
-    none of its hooks run again, and the next plugin is called as usual.
+    Each call runs in a thread of its own and is abandoned after ``timeout``
+    seconds. A plugin whose hook raises ``PluginUnavailable`` is marked
+    *unavailable*; anything else it raises (``SystemExit`` too), or a timeout,
+    marks it *failed* with the reason. Either way none of its hooks run again
+    (it is unregistered, or with ``keep`` only marked, so that the caller can
+    retry it), and the next plugin is called as usual.
 
     Args:
         pm: the plugin manager.
         hook: hook name, e.g. ``edgemon_startup``.
-        records: name -> record, updated in place.
+        records: name -> record, updated in place; plugins whose record is not ``loaded`` are skipped.
         kwargs_for: builds the hook's arguments for a given plugin name.
+        timeout: seconds each call may take.
+        keep: leave a failed plugin registered (the agent retries a failed startup).
+        only: call these plugins only (``None``: all).
 
     Returns:
-        plugin name -> the value its hook returned, for those that did not raise.
+        plugin name -> the value its hook returned, for those that returned.
     """
     results: dict[str, Any] = {}
-    caller = getattr(pm.hook, hook)
-    for impl in caller.get_hookimpls():  # registration order
+    for impl in getattr(pm.hook, hook).get_hookimpls():  # registration order
         name = impl.plugin_name
-        kwargs = kwargs_for(name)
-        try:
-            results[name] = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-        except PluginUnavailable as exc:
-            _drop(pm, records.get(name), "unavailable", str(exc) or "unavailable")
-            log.warning("plugin unavailable", extra={"plugin": name, "reason": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - one plugin's bug must not stop the agent
-            reason = f"{hook} raised {type(exc).__name__}: {exc}"
-            _drop(pm, records.get(name), "failed", reason)
-            log.error("plugin hook failed", extra={"plugin": name, "reason": reason})
+        record = records.get(name)
+        if (record is not None and record.status != "loaded") or (only is not None and name not in only):
+            continue
+        outcome = call_one(pm, hook, name, kwargs_for(name), timeout)
+        if outcome is None:
+            continue
+        if outcome.ok:
+            results[name] = outcome.value
+        else:
+            _failed(pm, record, name, hook, outcome, keep)
     return results
 
 
-def _drop(pm: pluggy.PluginManager, record: PluginRecord | None, status: Status, reason: str) -> None:
+def _failed(
+    pm: pluggy.PluginManager,
+    record: PluginRecord | None,
+    name: str,
+    hook: str,
+    outcome: isolate.Outcome,
+    keep: bool = False,
+) -> None:
+    if isinstance(outcome.error, PluginUnavailable):
+        reason = str(outcome.error) or "unavailable"
+        _drop(pm, record, "unavailable", reason)
+        log.warning("plugin unavailable", extra={"plugin": name, "reason": reason})
+        return
+    reason = f"{hook} {'raised ' if outcome.error is not None else ''}{outcome.reason}"
+    _drop(pm, record, "failed", reason, unregister=not keep)
+    log.error("plugin hook failed", extra={"plugin": name, "reason": reason})
+    if outcome.error is not None and log.isEnabledFor(logging.DEBUG):
+        log.debug("traceback:\n%s", isolate.format_traceback(outcome.error), extra={"plugin": name})
+
+
+def choose_device_id(
+    pm: pluggy.PluginManager, records: dict[str, PluginRecord], default: str, timeout: float = DEFAULT_HOOK_TIMEOUT
+) -> str:
+    """Ask ``edgemon_device_id`` (``firstresult``: the last registered plugin first), isolating each plugin.
+
+    A plugin that raises or hangs is marked failed; an answer that is not a valid
+    device id is logged and ignored. ``default`` when no plugin answers.
+    """
+    for impl in reversed(pm.hook.edgemon_device_id.get_hookimpls()):  # pluggy's own call order
+        name = impl.plugin_name
+        record = records.get(name)
+        if record is not None and record.status != "loaded":
+            continue
+        outcome = call_one(pm, "edgemon_device_id", name, {"default": default}, timeout)
+        if outcome is None:
+            continue
+        if not outcome.ok:
+            _failed(pm, record, name, "edgemon_device_id", outcome)
+            continue
+        answer = outcome.value
+        if answer is None:
+            continue
+        if isinstance(answer, str) and DEVICE_ID_RE.fullmatch(answer):
+            return answer
+        log.error(
+            "plugin's device id ignored",
+            extra={"plugin": name, "reason": f"{str(answer)[:60]!r} is not a device id ({DEVICE_ID_RE.pattern})"},
+        )
+    return default
+
+
+def _drop(
+    pm: pluggy.PluginManager, record: PluginRecord | None, status: Status, reason: str, unregister: bool = True
+) -> None:
     if record is None:
         return
     record.status, record.reason = status, reason
-    if pm.has_plugin(record.name):
+    if unregister and pm.has_plugin(record.name):
         pm.unregister(name=record.name)
 
 

@@ -1,10 +1,17 @@
-"""State the agent keeps across restarts: the payload sequence number."""
+"""State the agent keeps across restarts: the payload sequence number.
+
+The counter never stops the agent. When the state directory is full or
+read-only, the value is kept in memory, the problem is logged once and
+reported under ``agent.state``, and the file is written again as soon as the
+disk allows it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -15,20 +22,34 @@ class SeqCounter:
     Each :meth:`next` writes the new value to a temporary file, fsyncs it and
     renames it over the old one, so after a crash or power loss the file holds
     the last value handed out (never a torn write) and the next value is
-    strictly greater. One fsync per payload is cheap at the agent's rates.
+    strictly greater.
+
+    In MQTT mode the send buffer stores each payload's ``seq`` in the same
+    transaction as the payload (one fsync a cycle instead of two): the agent
+    then creates the counter with ``persist=False`` and ``floor`` = the
+    highest ``seq`` the buffer has seen.
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
-        """Open (creating the directory if needed) and read the last value."""
+    def __init__(self, state_dir: str | os.PathLike[str], floor: int = 0, persist: bool = True) -> None:
+        """Read the last value (the larger of the file and ``floor``); create the directory if needed."""
         self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "seq"
-        self.value = self._read()
+        self.persist = persist
+        self.errors = 0
+        self.error: str | None = None
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._failed(exc)
+        self.value = max(self._read(), floor)
 
     def _read(self) -> int:
         try:
             text = self.path.read_text().strip()
         except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            self._failed(exc)
             return 0
         try:
             value = int(text)
@@ -38,12 +59,40 @@ class SeqCounter:
         return max(value, 0)
 
     def next(self) -> int:
-        """Return the next sequence number (1 for a fresh device), persisted before it is returned."""
+        """Return the next sequence number (1 for a fresh device), persisted (when the disk allows) first."""
         self.value += 1
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(f"{self.value}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        if self.persist:
+            self._write()
         return self.value
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(f"{self.value}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self.error is not None:
+            log.warning("state directory writable again; seq persisted", extra={"path": str(self.path)})
+            self.error = None
+
+    def _failed(self, exc: OSError) -> None:
+        self.errors += 1
+        reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+        if self.error is None:
+            log.error(
+                "cannot write the state directory; seq kept in memory until it can",
+                extra={"path": str(self.dir), "reason": reason},
+            )
+        self.error = reason
+
+    def health(self) -> dict[str, Any]:
+        """``agent.state``: ``ok``, ``errors`` (write failures so far) and the current ``reason``."""
+        out: dict[str, Any] = {"ok": self.error is None, "errors": self.errors}
+        if self.error is not None:
+            out["reason"] = self.error[:200]
+        return out

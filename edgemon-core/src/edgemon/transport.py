@@ -41,11 +41,12 @@ from typing import Any
 from edgemon.buffer import Buffer
 from edgemon.certs import subject_cn
 from edgemon.config import Config, ConfigError, MqttSettings
+from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD = 128 * 1024
-"""AWS IoT Core's message size limit; larger payloads are refused before publishing."""
+MAX_PAYLOAD = MAX_BYTES
+"""AWS IoT Core's message size limit; larger payloads are refused before publishing (the agent never builds one)."""
 
 NOT_AUTHORIZED = 135
 STATUS_EVERY = 5.0
@@ -157,6 +158,7 @@ class TransportStatus:
     connect_failures: int = 0
     pid: int = field(default_factory=os.getpid)
     updated: float = 0.0
+    buffer: dict[str, Any] = field(default_factory=dict)
 
 
 MAX_RESEND = 100_000
@@ -488,6 +490,9 @@ class Forwarder:
         self._failure_delay = 1.0
         self._logged: set[str] = set()
         self._resends: deque[bytes] = deque()
+        self._acked: list[int] = []
+        """Acknowledged by the broker, not yet removed from the buffer."""
+        self._iteration_failures = 0
         self._thread = threading.Thread(target=self._loop, name="edgemon-forwarder", daemon=True)
         connection.on_change = self._wake.set
         connection.on_command = self.command
@@ -502,13 +507,15 @@ class Forwarder:
 
     def _resend(self) -> None:
         while self._resends:
-            body = self._resends.popleft()
+            body = self._resends[0]
             try:
                 first, last = parse_resend(body)
             except ValueError as exc:
+                self._resends.popleft()
                 log.warning("bad resend command ignored", extra={"reason": str(exc)})
                 continue
-            seqs = self.buffer.requeue(first, last)
+            seqs = self.buffer.requeue(first, last)  # a disk error leaves the command queued for the next try
+            self._resends.popleft()
             missing = (last - first + 1) - len(set(seqs))
             log.info(
                 "server asked for payloads again",
@@ -532,30 +539,46 @@ class Forwarder:
         while not self._stop.is_set():
             # Event-driven: woken by a new payload, a PUBACK or a connection change. It
             # polls (for the drain rate and the back-off) only while a backlog waits.
-            backlog = len(self.buffer) > len(self._inflight) + len(self._live)
-            self._wake.wait(0.05 if backlog else STATUS_EVERY)
+            backlog = len(self.buffer) > len(self._inflight) + len(self._live) + len(self._acked)
+            self._wake.wait(0.05 if backlog or self._acked else STATUS_EVERY)
             self._wake.clear()
-            self._complete()
-            self._resend()
             now = time.monotonic()
             tokens = min(self.rate, tokens + (now - last) * self.rate)  # burst of at most one second
             last = now
             if now - last_status >= STATUS_EVERY:
                 self.write_status()
                 last_status = now
-            if not self.conn.connected.is_set() or now < self._retry_at:
-                self._live.clear()
-                continue
-            while self._live and len(self._inflight) < self.max_inflight:
-                entry = self.buffer.get(self._live.popleft())
-                if entry is not None and entry.id not in self._inflight:
-                    self._send(entry.id, entry.seq, entry.topic, entry.body)
-            room = min(int(tokens), self.max_inflight - len(self._inflight))
-            if len(self.buffer) <= len(self._inflight):
-                continue
-            for entry in self.buffer.oldest(room, exclude=self._inflight):
+            try:
+                tokens = self._step(tokens)
+                self._iteration_failures = 0
+            except Exception as exc:
+                self._iteration_failures += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                self.status.last_error, self.status.last_error_at = reason, time.time()
+                if reason not in self._logged:
+                    self._logged.add(reason)
+                    log.error("forwarder error; retrying with back-off", extra={"reason": reason}, exc_info=True)
+                self._stop.wait(min(30.0, 0.1 * 2 ** min(self._iteration_failures, 9)))
+
+    def _step(self, tokens: float) -> float:
+        """One iteration: complete PUBACKs, serve resend commands, send live payloads and the backlog."""
+        self._complete()
+        self._resend()
+        if not self.conn.connected.is_set() or time.monotonic() < self._retry_at:
+            self._live.clear()
+            return tokens
+        busy = self._inflight | set(self._acked)
+        while self._live and len(self._inflight) < self.max_inflight:
+            entry = self.buffer.get(self._live.popleft())
+            if entry is not None and entry.id not in busy:
                 self._send(entry.id, entry.seq, entry.topic, entry.body)
-                tokens -= 1
+        room = min(int(tokens), self.max_inflight - len(self._inflight))
+        if len(self.buffer) <= len(self._inflight) + len(self._acked):
+            return tokens
+        for entry in self.buffer.oldest(room, exclude=self._inflight | set(self._acked)):
+            self._send(entry.id, entry.seq, entry.topic, entry.body)
+            tokens -= 1
+        return tokens
 
     def _send(self, entry_id: int, seq: int, topic: str, body: bytes) -> None:
         self._inflight.add(entry_id)
@@ -573,13 +596,13 @@ class Forwarder:
         future.add_done_callback(done)
 
     def _complete(self) -> None:
-        acked: list[int] = []
         while self._done:
             entry_id, seq, future = self._done.popleft()
             self._inflight.discard(entry_id)
             reason = self._failure(future)
             if reason is None:
-                acked.append(entry_id)
+                self._acked.append(entry_id)
+                self.status.acked += 1
                 continue
             self.status.failed += 1
             self.status.last_error, self.status.last_error_at = reason, time.time()
@@ -588,9 +611,11 @@ class Forwarder:
                 log.error("publish failed; payload kept in the buffer", extra={"seq": seq, "reason": reason})
             self._retry_at = time.monotonic() + self._failure_delay
             self._failure_delay = min(30.0, self._failure_delay * 2)
-        if acked:
-            self.buffer.ack(acked)
-            self.status.acked += len(acked)
+        if self._acked:
+            # A failed ack (a locked or full disk) keeps the ids here, out of the sending lanes, and is
+            # retried next iteration: nothing acknowledged is published again for it.
+            self.buffer.ack(list(self._acked))
+            self._acked.clear()
             self._failure_delay = 1.0
 
     @staticmethod
@@ -611,11 +636,18 @@ class Forwarder:
         return None
 
     def write_status(self) -> None:
-        """Write ``status.json`` atomically for ``edgemon-agent status``."""
+        """Write ``status.json`` atomically for ``edgemon-agent status`` (a full disk is logged, not raised)."""
         self.status.updated = time.time()
+        self.status.buffer = self.buffer.health()
         tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.status)))
-        os.replace(tmp, self.status_path)
+        try:
+            tmp.write_text(json.dumps(asdict(self.status)))
+            os.replace(tmp, self.status_path)
+        except OSError as exc:
+            reason = f"status.json: {type(exc).__name__}: {exc.strerror or exc}"
+            if reason not in self._logged:
+                self._logged.add(reason)
+                log.error("cannot write status file", extra={"path": str(self.status_path), "reason": reason})
 
     def drain(self, timeout: float) -> bool:
         """Wait until the buffer is empty (for tests and a clean stop); True when it is."""
@@ -636,13 +668,6 @@ class Forwarder:
         self.write_status()
 
 
-def plugin_sizes(payload: dict[str, Any]) -> list[tuple[str, int]]:
-    """Serialized size of each top-level metrics sub-tree, largest first."""
-    metrics = payload.get("metrics", {})
-    sizes = [(name, len(json.dumps(tree, separators=(",", ":")))) for name, tree in metrics.items()]
-    return sorted(sizes, key=lambda item: -item[1])
-
-
 class MqttSink:
     """The agent's sink in MQTT mode: size check, buffer, forward."""
 
@@ -653,7 +678,10 @@ class MqttSink:
         self.alerts_topic = config.mqtt.alerts_topic.format(client_id=client_id)
         self.status = TransportStatus()
         self.buffer = Buffer(
-            state / "buffer.db", int(config.agent.buffer_max_mb * 1024 * 1024), keep_sent=config.mqtt.resend_keep
+            state / "buffer.db",
+            int(config.agent.buffer_max_mb * 1024 * 1024),
+            keep_sent=config.mqtt.resend_keep,
+            memory_max=config.agent.memory_max,
         )
         self.connection: Connection | Connection311 = (
             Connection311(config.mqtt, client_id, self.status)
@@ -669,14 +697,12 @@ class MqttSink:
         self.forwarder.start()
         self.connection.start()
 
-    def __call__(self, payload: dict[str, Any]) -> None:
-        """Store ``payload`` durably and hand it to the forwarder."""
-        from edgemon.payload import dumps  # noqa: PLC0415 - avoids an import cycle
-
-        body = dumps(payload).encode()
+    def __call__(self, payload: dict[str, Any], body: bytes | None = None) -> None:
+        """Store ``payload`` (serialised as ``body``) durably and hand it to the forwarder."""
+        body = dumps(payload).encode() if body is None else body
         if len(body) > MAX_PAYLOAD:
             self.status.refused_too_large += 1
-            top = ", ".join(f"{name} ({size} B)" for name, size in plugin_sizes(payload)[:3])
+            top = ", ".join(f"{name} ({size} B)" for name, size in subtree_sizes(payload)[:3])
             log.error(
                 "payload too large; not published",
                 extra={"seq": payload["seq"], "reason": f"{len(body)} B > {MAX_PAYLOAD} B; largest: {top}"},
@@ -694,6 +720,7 @@ class MqttSink:
             "buffered_bytes": self.buffer.size_bytes,
             "oldest_age_s": round(age, 3) if age is not None else 0.0,
             "dropped": self.buffer.dropped,
+            **self.buffer.health(),
             "published": self.status.published,
             "acked": self.status.acked,
             "failed": self.status.failed,

@@ -29,17 +29,37 @@ def test_reports_percent_times_load_and_counts(settings):
 
 def test_percent_is_measured_between_calls_without_blocking(settings, monkeypatch):
     calls = []
-    real = psutil.cpu_percent
+    real = psutil.cpu_times
 
-    def spy(interval=None, percpu=False):
-        calls.append(interval)
-        return real(interval=None, percpu=percpu)
+    def spy(percpu=False):
+        calls.append(percpu)
+        return real(percpu=percpu)
 
-    monkeypatch.setattr(psutil, "cpu_percent", spy)
+    monkeypatch.setattr(psutil, "cpu_percent", lambda *a, **k: pytest.fail("cpu_percent keeps per-thread state"))
+    monkeypatch.setattr(psutil, "cpu_times", spy)
     collector = edgemon_cpu.CpuCollector(settings)
     collector()
     collector()
-    assert all(i is None for i in calls), "never a blocking interval"
+    assert calls == [True, True, True], "one read of the CPU times per call (plus one at start), never blocking"
+
+
+def test_percent_comes_from_the_deltas_of_the_cpu_times(settings, monkeypatch):
+    scputimes = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+    samples = iter(
+        [
+            [scputimes(100, 0, 50, 800, 50, 0, 0, 0, 0, 0), scputimes(100, 0, 50, 850, 0, 0, 0, 0, 0, 0)],
+            # core 0: +60 busy of +100; core 1: +0 busy of +100 (all idle)
+            [scputimes(150, 0, 60, 830, 60, 0, 0, 0, 0, 0), scputimes(100, 0, 50, 950, 0, 0, 0, 0, 0, 0)],
+        ]
+    )
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: next(samples))
+    monkeypatch.setattr(edgemon_cpu, "MIN_WINDOW", 0.0)
+    cpu = edgemon_cpu.CpuCollector(settings)()["cpu"]
+    assert cpu["core"] == {"0": {"percent": 60.0}, "1": {"percent": 0.0}}
+    assert cpu["percent"] == 30.0
+    assert cpu["times"]["user"] == 25.0
+    assert cpu["times"]["idle"] == 65.0
+    assert cpu["times"]["iowait"] == 5.0
 
 
 def test_absent_sensors_mean_absent_key_not_error(settings, monkeypatch):
@@ -89,3 +109,23 @@ def test_process_walk_is_opt_in(settings, monkeypatch):
     procs = edgemon_cpu.CpuCollector({**settings, "processes": True})()["cpu"]["procs"]
     assert procs == {"total": 0}
     assert walked == [1]
+
+
+def test_first_sample_of_once_is_real_while_a_busy_loop_runs(agent_env):
+    """The collector runs in a worker thread: its first sample must not be psutil's per-thread 0.0."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import run_agent
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = run_agent("once", env={**agent_env, "EDGEMON_LOAD_PLUGINS": "cpu"})
+    finally:
+        busy.kill()
+        busy.wait()
+    assert result.returncode == 0, result.stderr
+    cpu = json.loads(result.stdout)["metrics"]["cpu"]
+    assert cpu["percent"] > 0
+    assert cpu["times"]["user"] > 0

@@ -10,20 +10,14 @@ from typing import Any
 import psutil
 
 from edgemon import __version__, hookimpl
-from edgemon.registry import RegisterCollector, safe_key
-
-_plugins: dict[str, str] = {}
-"""Loaded plugin name -> version, filled in by the agent at start-up."""
-
-
-def set_plugins(versions: dict[str, str]) -> None:
-    """Tell the collector which plugins are loaded (called once by the agent)."""
-    _plugins.clear()
-    _plugins.update({safe_key(k): v for k, v in versions.items()})
+from edgemon.registry import RegisterCollector
 
 
 def collect() -> dict[str, Any]:
-    """Return ``{"system": {...}}``: host name, OS, boot time, uptime, agent version, plugins."""
+    """Return ``{"system": {...}}``: host name, OS, boot time, uptime, agent and Python versions.
+
+    The plugins and their states are the agent's own (``agent.plugin.<name>``).
+    """
     boot = psutil.boot_time()
     return {
         "system": {
@@ -34,7 +28,6 @@ def collect() -> dict[str, Any]:
             "uptime_s": int(time.time() - boot),
             "agent_version": __version__,
             "python": platform.python_version(),
-            "plugins": dict(_plugins),
         }
     }
 

@@ -1,8 +1,11 @@
 """edgemon-cpu: CPU usage, times, load, frequency, core counts and temperatures.
 
-Percentages are non-blocking: psutil measures them from the delta since the
-previous call, which ``edgemon_startup`` primes, so each cycle reports usage
-over the last interval without sleeping.
+Percentages are non-blocking deltas of the CPU times since the previous
+call, computed here from one ``psutil.cpu_times(percpu=True)`` read (one read
+of ``/proc/stat`` a cycle; the total is the sum of the cores). Not
+``psutil.cpu_percent(interval=None)``: psutil keeps that state per thread, and
+the agent primes in one thread and collects in another, so the first sample
+was always 0.0. Here the state belongs to the collector, whatever thread runs it.
 
 Costly calls are opt-in or cached (see ``docs/benchmarks.md`` for the
 figures): ``cpu_freq`` reads one sysfs file per core on Linux and is refreshed
@@ -41,20 +44,44 @@ def _validate(settings: Mapping[str, Any]) -> None:
         raise ValueError("freq_every must be >= 0 seconds")
 
 
+def _busy_total(times: Any) -> tuple[float, float]:
+    """(busy, total) seconds of one CPU's times, as psutil counts them.
+
+    On Linux ``guest`` and ``guest_nice`` are already inside ``user``/``nice``;
+    ``idle`` and ``iowait`` are not busy.
+    """
+    fields = times._asdict()
+    total = sum(fields.values()) - fields.get("guest", 0.0) - fields.get("guest_nice", 0.0)
+    return total - fields["idle"] - fields.get("iowait", 0.0), total
+
+
+def _percent(before: Any, after: Any) -> float:
+    busy0, total0 = _busy_total(before)
+    busy1, total1 = _busy_total(after)
+    span = total1 - total0
+    if span <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, (busy1 - busy0) / span * 100)), 1)
+
+
+def _sum_times(per_cpu: list[Any]) -> Any:
+    kind = type(per_cpu[0])
+    return kind(*(sum(values) for values in zip(*per_cpu)))
+
+
 class CpuCollector:
-    """Holds the per-instance caches; one is created per agent start."""
+    """Holds the per-instance caches and the previous CPU times; one is created per agent start."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        """Read the static facts once and prime the percent counters."""
+        """Read the static facts once and take the first CPU times."""
         self.settings = dict(settings)
         self.logical = psutil.cpu_count(logical=True) or 0
         self.physical = psutil.cpu_count(logical=False) or 0
         self._freq: dict[str, float] | None = None
         self._freq_at = -1e18
-        psutil.cpu_percent(interval=None, percpu=True)
-        psutil.cpu_percent(interval=None)
-        psutil.cpu_times_percent(interval=None)
-        self._primed_at: float | None = time.monotonic()
+        self._prev = psutil.cpu_times(percpu=True)
+        self._prev_at = time.monotonic()
+        self._first = True
 
     def frequency(self) -> dict[str, float] | None:
         """Return the cached frequency, refreshed every ``freq_every`` seconds."""
@@ -72,22 +99,33 @@ class CpuCollector:
             )
         return self._freq
 
+    def usage(self) -> dict[str, Any]:
+        """Percent (total and per core) and times percent since the previous call."""
+        if self._first:
+            # The first call (``edgemon-agent once``) gets a short window instead of a meaningless 0.
+            time.sleep(max(0.0, MIN_WINDOW - (time.monotonic() - self._prev_at)))
+            self._first = False
+        now = psutil.cpu_times(percpu=True)
+        prev, self._prev, self._prev_at = self._prev, now, time.monotonic()
+        if not now or len(now) != len(prev):  # a core went on- or offline: start again from here
+            return {}
+        total_before, total_after = _sum_times(prev), _sum_times(now)
+        span = _busy_total(total_after)[1] - _busy_total(total_before)[1]
+        before, after = total_before._asdict(), total_after._asdict()
+        out: dict[str, Any] = {
+            "percent": _percent(total_before, total_after),
+            "times": {
+                k: round(min(100.0, max(0.0, (after[k] - before[k]) / span * 100)), 1) if span > 0 else 0.0
+                for k in after
+            },
+        }
+        if self.settings["percpu"]:
+            out["core"] = {str(i): {"percent": _percent(a, b)} for i, (a, b) in enumerate(zip(prev, now))}
+        return out
+
     def __call__(self) -> dict[str, Any]:
         """Return ``{"cpu": {...}}``."""
-        if self._primed_at is not None:
-            # Percentages are deltas since priming: give the very first call
-            # (``edgemon-agent once``) a short window instead of a meaningless 0.
-            time.sleep(max(0.0, MIN_WINDOW - (time.monotonic() - self._primed_at)))
-            self._primed_at = None
-        out: dict[str, Any] = {
-            "percent": psutil.cpu_percent(interval=None),
-            "count": {"logical": self.logical, "physical": self.physical},
-        }
-        times = psutil.cpu_times_percent(interval=None)
-        out["times"] = {k: v for k, v in times._asdict().items()}
-        if self.settings["percpu"]:
-            per = psutil.cpu_percent(interval=None, percpu=True)
-            out["core"] = {str(i): {"percent": p} for i, p in enumerate(per)}
+        out: dict[str, Any] = {**self.usage(), "count": {"logical": self.logical, "physical": self.physical}}
         try:
             load1, load5, load15 = os.getloadavg()
             out["load"] = {"load1": load1, "load5": load5, "load15": load15}
