@@ -470,9 +470,14 @@ class Agent:
             del metrics[name]
             self.payload_drops += 1
             owners = [c for c in self.collectors if c.name == name]
+            own = metrics.get(AGENT_KEY, {})
+            own["payload_drops"] = self.payload_drops  # this payload already says what it lacks
             if self.runner is not None:
                 for collector in owners:
                     self.runner.stats[collector.name].dropped += 1
+                    own.get("collectors", {}).get(collector.name, {})["dropped"] = self.runner.stats[
+                        collector.name
+                    ].dropped
             log.error(
                 "payload too large: the largest sub-tree is left out",
                 extra={
