@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import logging
 import math
+import os
 import signal
 import subprocess
 import time
@@ -503,7 +503,7 @@ def test_ctrl_c_during_once_is_clean(fake_install, agent_env):
     )
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert "interrupted" in err
     assert "Traceback" not in err
