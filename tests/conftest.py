@@ -87,9 +87,10 @@ def make_agent(
 
     def make(*plugins: tuple[str, object], **agent_settings: Any) -> Agent:
         plugin_settings = agent_settings.pop("plugins", None)
+        clocks = {k: agent_settings.pop(k) for k in ("clock", "monotonic") if k in agent_settings}
         for name, plugin in plugins:
             pm.register(plugin, name=name)
-        agent = Agent(make_config(plugins=plugin_settings, **agent_settings), pm=pm)
+        agent = Agent(make_config(plugins=plugin_settings, **agent_settings), pm=pm, **clocks)
         agent.start()
         agents.append(agent)
         return agent

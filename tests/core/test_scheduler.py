@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+from typing import Any
 
 import schedule
 
@@ -84,3 +86,47 @@ def test_run_forever_returns_when_stopped():
     every(0.01, scheduler, job)
     run_forever(scheduler, stop)
     assert len(count) == 3
+
+
+def test_wall_clock_steps_either_way_cost_no_cycle(make_agent, caplog):
+    """The schedule runs on the monotonic clock: NTP stepping the wall clock back an hour and forward again
+    (an RTC that was ahead) neither stops nor bursts it; payload times follow the wall clock; both steps are
+    logged and counted."""
+    import logging
+
+    from tests.conftest import plugin_module
+
+    offset = [0.0]
+    plugin = plugin_module(
+        "tick",
+        """
+        from edgemon import hookimpl
+        @hookimpl
+        def edgemon_register_collectors(register):
+            register("tick", lambda: {"tick": {"v": 1}})
+        """,
+    )
+    agent = make_agent(("tick", plugin), interval=0.2, timeout=0.1, clock=lambda: time.time() + offset[0])
+    arrivals: list[tuple[float, dict[str, Any]]] = []
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(lambda p, _body: arrivals.append((time.monotonic(), p)), stop))
+    with caplog.at_level(logging.WARNING, logger="edgemon"):
+        runner.start()
+        time.sleep(0.7)
+        offset[0] = -3600.0  # stepped back an hour
+        time.sleep(0.7)
+        offset[0] = 0.0  # and forward again
+        time.sleep(0.7)
+        stop.set()
+        runner.join(5)
+    times = [t for t, _ in arrivals]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(arrivals) >= 9, gaps
+    assert max(gaps) < 0.35, f"no cycle lost: {gaps}"
+    assert min(gaps) > 0.1, f"no burst: {gaps}"
+    last = arrivals[-1][1]["metrics"]["agent"]
+    assert last["clock_steps"] == 2
+    steps = [r.reason for r in caplog.records if r.getMessage().startswith("wall clock stepped")]
+    assert len(steps) == 2
+    assert steps[0].startswith("by -3600.")
+    assert steps[1].startswith("by +3600.")

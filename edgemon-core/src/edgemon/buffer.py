@@ -257,6 +257,7 @@ class Buffer:
 
     def _insert(self, entry: Entry) -> tuple[int, tuple[int, int, int] | None]:
         assert self._db is not None
+        before = (self._count, self._bytes, self._dropped)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(
@@ -275,16 +276,18 @@ class Buffer:
             dropped = self._trim()
             self._db.execute("COMMIT")
         except BaseException:
+            self._count, self._bytes, self._dropped = before
             self._rollback()
             raise
         self._unsaved_drops = 0
         return int(cur.lastrowid or 0), dropped
 
     def _rollback(self) -> None:
+        """Undo the open transaction (the caller has restored its counters)."""
         assert self._db is not None
         try:
-            self._db.execute("ROLLBACK")
-            self._load_counters()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
         except DiskError as exc:  # the connection itself is broken: reopen on the next append
             log.debug("rollback failed; reopening the buffer later", extra={"reason": repr(exc)})
             self._db.close()
@@ -409,6 +412,7 @@ class Buffer:
                 return
             if self._db is None:
                 raise sqlite3.OperationalError(self.disk_error or "send buffer not open")
+            before = (self._count, self._bytes)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for entry_id in disk_ids:
@@ -429,6 +433,7 @@ class Buffer:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
+                self._count, self._bytes = before
                 self._rollback()
                 raise
 
@@ -444,6 +449,7 @@ class Buffer:
         with self._lock:
             if self._db is None:
                 raise sqlite3.OperationalError(self.disk_error or "send buffer not open")
+            before = (self._count, self._bytes)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._db.execute(
@@ -458,6 +464,7 @@ class Buffer:
                     self._bytes += len(body)
                 self._db.execute("COMMIT")
             except BaseException:
+                self._count, self._bytes = before
                 self._rollback()
                 raise
         return [int(row[1]) for row in rows]

@@ -68,6 +68,8 @@ class SeqCounter:
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
+            if self.error is not None:  # the directory may not exist yet (it could not be created)
+                self.dir.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w") as fh:
                 fh.write(f"{self.value}\n")
                 fh.flush()
