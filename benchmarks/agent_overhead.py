@@ -10,6 +10,12 @@ over the measured window, peak RSS from ``VmHWM``. The baseline is the loop
 ANCHORS.md describes: cpu, load, freq, memory, swap, every partition's usage,
 disk io, net io, temperatures, then ``json.dumps``.
 
+When they are installed (Debian: ``collectd-core``, ``prometheus-node-exporter``)
+collectd (C; cpu, memory, df, disk, interface, load, csv writer, 1 s) and
+Prometheus node_exporter (default collectors, scraped once a second by this
+script) run beside them in the same window, so the table compares peers
+measured in the same run.
+
 It also times the psutil calls that are known to be costly on small boards,
 which is why the plugins cache or disable them.
 """
@@ -18,11 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +87,57 @@ def measure(
         cpu = 100.0 * (cpu_ticks(p.pid) - start[name]) / TICK / elapsed
         out[name] = (cpu, peak_rss_mb(p.pid))
     return out
+
+
+COLLECTD_CONF = """
+Interval 1
+BaseDir "{work}"
+PIDFile "{work}/collectd.pid"
+PluginDir "/usr/lib/collectd"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin df
+LoadPlugin disk
+LoadPlugin interface
+LoadPlugin load
+LoadPlugin csv
+<Plugin csv>
+  DataDir "{work}/csv"
+</Plugin>
+"""
+
+
+def peers(work: Path, stop: threading.Event) -> dict[str, subprocess.Popen[bytes]]:
+    """collectd and node_exporter, when installed (each with what it needs to run at 1 s)."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    collectd = shutil.which("collectd") or "/usr/sbin/collectd"
+    if Path(collectd).exists():
+        (work / "collectd").mkdir()
+        conf = work / "collectd.conf"
+        conf.write_text(COLLECTD_CONF.format(work=work / "collectd"))
+        procs["collectd 5 (C, 1 s)"] = subprocess.Popen(
+            [collectd, "-f", "-C", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    exporter = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
+    if Path(exporter).exists():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        procs["node_exporter, scraped 1 s"] = subprocess.Popen(
+            [exporter, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+        def scrape() -> None:
+            while not stop.wait(1.0):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                        r.read()
+                except OSError:
+                    pass
+
+        threading.Thread(target=scrape, daemon=True).start()
+    return procs
 
 
 def time_call(fn: Callable[[], object], reps: int = 200) -> float:
@@ -149,9 +210,12 @@ def main() -> None:
             env=mqtt_env,
         ),
     }
+    stop_scraping = threading.Event()
+    procs.update(peers(work, stop_scraping))
     try:
         results = measure(procs, args.duration, args.warmup)
     finally:
+        stop_scraping.set()
         for p in procs.values():
             p.terminate()
             p.wait(10)
@@ -163,6 +227,11 @@ def main() -> None:
     print(f"{'process':<28} {'CPU % of one core':>18} {'peak RSS MB':>12} {'CPU ratio':>10} {'RSS ratio':>10}")
     for name, (cpu, rss) in results.items():
         print(f"{name:<28} {cpu:18.3f} {rss:12.1f} {cpu / base_cpu:10.2f} {rss / base_rss:10.2f}")
+    targets = {"edgemon-agent (stdout)": (1.5, 25.0), "edgemon-agent (MQTT, mTLS)": (2.0, 35.0)}
+    for name, (cpu_target, rss_target) in targets.items():
+        cpu, rss = results[name]
+        verdict = "met" if cpu / base_cpu <= cpu_target and rss <= rss_target else "MISSED"
+        print(f"target {name}: CPU <= {cpu_target}x, RSS <= {rss_target} MB: {verdict}")
     print(f"payloads received over MQTT by a subscriber: {received}")
     costly_calls()
 

@@ -10,7 +10,23 @@ def test_seq_survives_restart(tmp_path):
     assert [counter.next() for _ in range(3)] == [1, 2, 3]
     again = SeqCounter(tmp_path)
     assert again.next() == 4
-    assert (tmp_path / "seq").read_text() == "4\n"
+    assert (tmp_path / "seq").read_text() == f"{4:>20}\n", "one fixed-width record, rewritten in place"
+
+
+def test_a_file_of_the_earlier_format_is_read_and_rewritten(tmp_path):
+    (tmp_path / "seq").write_text("41\n")
+    counter = SeqCounter(tmp_path)
+    assert counter.next() == 42
+    assert int((tmp_path / "seq").read_text()) == 42
+
+
+def test_stdout_mode_continues_after_the_seq_an_mqtt_run_stored_in_the_buffer(make_agent, state_dir):
+    from edgemon.buffer import Buffer
+
+    buf = Buffer(state_dir / "buffer.db")
+    buf.append("t", 500, b"{}")
+    buf.close()
+    assert make_agent().cycle()["seq"] == 501
 
 
 def test_corrupt_seq_file_restarts_at_zero_with_a_log(tmp_path, caplog):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -182,12 +183,25 @@ class Agent:
         self.device_id = plugins_mod.choose_device_id(self.pm, self.records, self.device_id, timeout)
         self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
         self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
-        self.seq = self.seq or SeqCounter(self.config.agent.state_dir)
+        self.seq = self.seq or SeqCounter(self.config.agent.state_dir, floor=self._buffered_seq())
         self._started = True
         log.info(
             "agent started",
             extra={"device": self.device_id, "reason": f"collectors={[c.name for c in self.collectors]}"},
         )
+
+    def _buffered_seq(self) -> int:
+        """The highest seq an earlier run in MQTT mode stored in the send buffer (its seq lives there)."""
+        path = Path(self.config.agent.state_dir) / "buffer.db"
+        if not path.exists():
+            return 0
+        from edgemon.buffer import inspect  # noqa: PLC0415 - sqlite3 only when there is a buffer
+
+        try:
+            return int(inspect(path)["last_seq"])
+        except Exception as exc:  # noqa: BLE001 - an unreadable buffer is the transport's to report
+            log.warning("cannot read the last seq from the send buffer", extra={"reason": repr(exc)})
+            return 0
 
     def _register_plugins(self, only: str | None = None) -> tuple[list[Collector], list[Rule]]:
         """Call the register hooks (of every loaded plugin, or of ``only``); return what they added."""
@@ -524,4 +538,6 @@ class Agent:
             self.runner.close()
         if self.rule_runner is not None:
             self.rule_runner.close()
+        if self.seq is not None:
+            self.seq.close()
         self._started = False

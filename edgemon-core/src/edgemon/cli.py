@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -279,7 +278,7 @@ def _plugins_test(agent: Agent, name: str, out: TextIO) -> int:
     budget = sanitize.Budget()
     for collector in collectors:
         timeout = collector.timeout or agent.config.agent.timeout
-        outcome = isolate.call(collector.fn, timeout, name, "collector")
+        outcome = isolate.call(collector.fn, timeout, name)
         if outcome.error is not None:
             problems.append(f"collector {collector.name} raised {outcome.reason}")
             print(isolate.format_traceback(outcome.error), file=sys.stderr)
@@ -347,6 +346,8 @@ def _run(agent: Agent, out: TextIO) -> int:
 
 def _status(config: Config, as_json: bool, out: TextIO) -> int:
     """Print the send buffer and the running agent's connection state; reads only, changes nothing."""
+    import sqlite3  # noqa: PLC0415 - the stdout mode never loads SQLite
+
     from edgemon.buffer import inspect  # noqa: PLC0415
 
     state = Path(config.agent.state_dir)

@@ -15,6 +15,7 @@ Threads are daemons: one stuck forever does not keep the process from exiting.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -120,13 +121,38 @@ def wait(fut: Future[Outcome], timeout: float) -> Outcome:
         return Outcome(timeout=timeout, elapsed=timeout)
 
 
-def call(fn: Callable[[], Any], timeout: float, plugin: str, what: str = "hook") -> Outcome:
-    """Run ``fn`` once in a thread of its own; give up waiting after ``timeout`` seconds."""
-    worker = Worker(f"{what}-{plugin}", plugin)
-    try:
-        return wait(worker.submit(fn), timeout)
-    finally:
+_idle: Worker | None = None
+_idle_lock = threading.Lock()
+
+
+def _as_plugin(plugin: str, fn: Callable[[], Any]) -> Any:
+    setattr(threading.current_thread(), PLUGIN_ATTR, plugin)
+    return fn()
+
+
+def call(fn: Callable[[], Any], timeout: float, plugin: str) -> Outcome:
+    """Run ``fn`` once in a thread of the agent's; give up waiting after ``timeout`` seconds.
+
+    One-off calls (imports, lifecycle hooks) share a worker thread while they return in time
+    (fewer threads started, fewer thread stacks kept by the C library); a call that times out
+    keeps that thread, stuck, and the next call gets a new one.
+    """
+    global _idle
+    with _idle_lock:
+        worker, _idle = _idle, None
+    if worker is None:
+        worker = Worker("hooks", plugin)
+    outcome = wait(worker.submit(functools.partial(_as_plugin, plugin, fn)), timeout)
+    if outcome.timeout is not None:
+        worker.stop()  # abandoned, stuck in the plugin's code
+        return outcome
+    with _idle_lock:
+        keep = _idle is None
+        if keep:
+            _idle = worker
+    if not keep:
         worker.stop()
+    return outcome
 
 
 def current_plugin() -> str | None:

@@ -145,7 +145,7 @@ def _disable(pm: pluggy.PluginManager, record: PluginRecord, reason: str) -> Non
 
 def _register(pm: pluggy.PluginManager, record: PluginRecord, load: Callable[[], Any], timeout: float) -> None:
     # The import runs in a thread of its own: sys.exit() or a hang at import time fails this plugin only.
-    outcome = isolate.call(load, timeout, record.name, "load")
+    outcome = isolate.call(load, timeout, record.name)
     module = outcome.value
     if outcome.ok:
         try:

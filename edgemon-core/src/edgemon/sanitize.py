@@ -121,6 +121,10 @@ def leaf(value: Any) -> tuple[Any, str | None]:
     return None, f"unsupported value type {kind.__name__}"
 
 
+_GOOD_KEYS: set[str] = set()
+"""Keys already found valid: a device repeats the same few hundred every cycle (checked once each)."""
+
+
 def clean_tree(
     tree: Mapping[Any, Any], budget: Budget, prefix: str = "", depth: int = 1
 ) -> tuple[dict[str, Any], list[Drop]]:
@@ -139,11 +143,15 @@ def clean_tree(
     except Exception as exc:  # noqa: BLE001 - a broken Mapping subclass from a plugin
         return out, [Drop(prefix.rstrip(".") or "<root>", f"cannot read items: {type(exc).__name__}")]
     for key, value in items:
-        problem = _key_problem(key)
-        if problem:
-            drops.append(Drop(_path(prefix, key), problem))
-            continue
-        if isinstance(value, Mapping):
+        if key not in _GOOD_KEYS:
+            problem = _key_problem(key)
+            if problem:
+                drops.append(Drop(_path(prefix, key), problem))
+                continue
+            if len(_GOOD_KEYS) < 100_000:
+                _GOOD_KEYS.add(key)
+        kind = type(value)
+        if kind is dict or (kind not in _LEAF_TYPES and isinstance(value, Mapping)):
             if depth >= MAX_DEPTH:
                 drops.append(Drop(prefix + key, f"objects nested deeper than {MAX_DEPTH} levels"))
                 continue
@@ -151,14 +159,27 @@ def clean_tree(
             drops.extend(sub_drops)
             out[key] = sub
             continue
-        kept, problem = leaf(value)
-        if problem is None and not budget.take():
-            problem = f"over {MAX_LEAVES} leaves in the payload"
+        if kind is int or kind is bool or value is None or (kind is float and math.isfinite(value)):
+            kept, problem = value, None
+            if kind is int and not -_MAX_INT < value < _MAX_INT:
+                kept, problem = leaf(value)
+        else:
+            kept, problem = leaf(value)
+        if problem is None:
+            if budget.left <= 0:
+                problem = f"over {MAX_LEAVES} leaves in the payload"
+            else:
+                budget.left -= 1
         if problem:
             drops.append(Drop(prefix + key, problem))
             continue
         out[key] = kept
     return out, drops
+
+
+_LEAF_TYPES = frozenset({int, float, bool, str, type(None)})
+_MAX_INT = 2**1023
+"""Integers below this in magnitude always fit a double (larger ones may overflow ``float()``)."""
 
 
 def clean_alert(alert: Any, rule: str) -> tuple[dict[str, Any] | None, list[Drop]]:
