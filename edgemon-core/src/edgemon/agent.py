@@ -9,6 +9,7 @@ is merged, so a payload is always one the server accepts.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 import time
@@ -522,6 +523,10 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - a failing sink is logged; the loop goes on
                 log.error("could not hand off payload", extra={"seq": payload["seq"], "reason": repr(exc)})
 
+        # Everything alive now (modules, plugins, settings) lives as long as the process: move it out
+        # of the garbage collector's sight, so that its full collections walk only what cycles create.
+        gc.collect()
+        gc.freeze()
         scheduler = schedule.Scheduler()
         self.job = every(self.config.agent.interval, scheduler, job, self.monotonic)
         run_forever(scheduler, stop, self.monotonic)
