@@ -6,7 +6,7 @@ acknowledges it, so it survives ``kill -9`` and power loss. Acknowledged
 payloads are kept a while longer in a ``sent`` table (the newest
 ``keep_sent``), so that the server can ask for a ``seq`` range again
 (:meth:`Buffer.requeue`) when a broker lost messages after acknowledging them
-(a broker killed before it delivered them: ANCHORS trap 7). The buffer is bounded in bytes: past the
+(mosquitto killed with SIGKILL loses messages it had already acknowledged). The buffer is bounded in bytes: past the
 bound the **oldest** payloads are deleted, counted in ``dropped`` (persisted)
 and logged; nothing is dropped silently. A file SQLite cannot read is moved
 aside (``buffer.db.corrupt-<time>``) with an error log line and a fresh one

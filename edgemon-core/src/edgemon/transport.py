@@ -6,7 +6,7 @@ Flow of a payload::
           -> awscrt MQTT 5 publish, QoS 1 -> PUBACK success -> Buffer.ack (deleted)
 
 The buffer, not awscrt's offline queue, is the source of truth: awscrt keeps
-unsent publishes in memory only (ANCHORS trap 2), so the client is set to fail
+unsent publishes in memory only (lost when the process stops), so the client is set to fail
 every operation on disconnect and the forwarder re-sends from disk after the
 reconnect. Duplicates are possible (a PUBACK lost with the connection), losses
 are not; the server discards duplicates by ``seq``.
@@ -262,7 +262,7 @@ class Connection:
             cert_filepath=m.cert,
             pri_key_filepath=m.key,
             ca_filepath=m.ca,
-            enable_metrics_collection=aws,  # no SDK metrics "username" to other brokers (ANCHORS trap 9)
+            enable_metrics_collection=aws,  # else awscrt sends an SDK metrics string as the MQTT user name
             **common,
         )
 
@@ -393,7 +393,7 @@ class Connection311:
     """MQTT 3.1.1 over plain TCP to a loopback broker (the embedded demo broker of ``make run``).
 
     Same interface as :class:`Connection`. Only for development: an MQTT 3.1.1
-    broker acknowledges a publish it refuses (ANCHORS trap 8), so a refused
+    broker (mosquitto) acknowledges a publish its ACL refuses, so a refused
     payload would look delivered; the production path is MQTT 5.
     """
 
