@@ -121,6 +121,8 @@ class Agent:
         self.clock_steps = 0
         self.last_clock_step = 0.0
         self.payload_drops = 0
+        self._states_for: tuple[Any, ...] = ()
+        self._states: dict[str, Any] = {}
         self._started = False
 
     # -- start-up ---------------------------------------------------------------
@@ -403,12 +405,16 @@ class Agent:
 
     def plugin_states(self) -> dict[str, Any]:
         """``agent.plugin.<name>``: status, version and (unless loaded) the reason, cut to 200 characters."""
+        signature = tuple((r.name, r.status, r.reason, r.version) for r in self.records.values())
+        if signature == self._states_for:
+            return self._states
         out: dict[str, Any] = {}
         for record in self.records.values():
             state: dict[str, Any] = {"status": record.status, "version": sanitize.cut(record.version, 64)}
             if record.reason and record.status != "loaded":
                 state["reason"] = sanitize.cut(record.reason)
             out[safe_key(record.name)] = state
+        self._states_for, self._states = signature, out
         return out
 
     def self_metrics(self) -> dict[str, Any]:

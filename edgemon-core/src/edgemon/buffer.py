@@ -482,7 +482,7 @@ class Buffer:
         """Seconds since the oldest buffered payload was stored (``None`` when empty)."""
         created: float | None = None
         with self._lock:
-            if self._db is not None:
+            if self._db is not None and self._count:
                 try:
                     row = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()  # the PK
                 except DiskError:

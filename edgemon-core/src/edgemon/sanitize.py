@@ -108,8 +108,14 @@ def leaf(value: Any) -> tuple[Any, str | None]:
             return None, "integer too large for a double"
         return value, None
     if kind is str:
+        if value in _GOOD_STRINGS:
+            return value, None
         problem = _string_problem(value, MAX_STRING)
-        return (None, problem) if problem else (value, None)
+        if problem:
+            return None, problem
+        if len(_GOOD_STRINGS) < 10_000:
+            _GOOD_STRINGS.add(value)
+        return value, None
     if isinstance(value, (list, tuple, set, frozenset)):
         return None, "arrays are not allowed (key the items by name or index)"
     if isinstance(value, numbers.Integral):
@@ -120,6 +126,9 @@ def leaf(value: Any) -> tuple[Any, str | None]:
         return leaf(str(value))
     return None, f"unsupported value type {kind.__name__}"
 
+
+_GOOD_STRINGS: set[str] = set()
+"""String values already found valid (mount points, names, versions repeat every cycle)."""
 
 _GOOD_KEYS: set[str] = set()
 """Keys already found valid: a device repeats the same few hundred every cycle (checked once each)."""

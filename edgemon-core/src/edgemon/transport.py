@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemon.buffer import Buffer
+from edgemon.buffer import Buffer, Entry
 from edgemon.certs import subject_cn
 from edgemon.config import Config, ConfigError, MqttSettings
 from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
@@ -481,7 +481,7 @@ class Forwarder:
         self.rate = min(settings.drain_rate, 90.0) if is_aws_endpoint(settings.endpoint) else settings.drain_rate
         self.max_inflight = settings.max_inflight
         self.status_path = status_path
-        self._live: deque[int] = deque()
+        self._live: deque[Entry] = deque()
         self._inflight: set[int] = set()
         self._done: deque[tuple[int, int, Future[Any]]] = deque()
         self._wake = threading.Event()
@@ -526,10 +526,10 @@ class Forwarder:
         """Start the forwarder thread."""
         self._thread.start()
 
-    def notify(self, entry_id: int) -> None:
-        """A new payload was stored; if connected it is sent at once."""
+    def notify(self, entry: Entry) -> None:
+        """A new payload was stored; if connected it is sent at once (from memory: no read of the buffer)."""
         if self.conn.connected.is_set():
-            self._live.append(entry_id)
+            self._live.append(entry)
         self._wake.set()
 
     def _loop(self) -> None:
@@ -569,8 +569,8 @@ class Forwarder:
             return tokens
         busy = self._inflight | set(self._acked)
         while self._live and len(self._inflight) < self.max_inflight:
-            entry = self.buffer.get(self._live.popleft())
-            if entry is not None and entry.id not in busy:
+            entry = self._live.popleft()
+            if entry.id not in busy:
                 self._send(entry.id, entry.seq, entry.topic, entry.body)
         room = min(int(tokens), self.max_inflight - len(self._inflight))
         if len(self.buffer) <= len(self._inflight) + len(self._acked):
@@ -708,8 +708,9 @@ class MqttSink:
                 extra={"seq": payload["seq"], "reason": f"{len(body)} B > {MAX_PAYLOAD} B; largest: {top}"},
             )
             return
-        entry_id = self.buffer.append(self.topic, int(payload["seq"]), body)
-        self.forwarder.notify(entry_id)
+        seq, created = int(payload["seq"]), time.time()
+        entry_id = self.buffer.append(self.topic, seq, body, created)
+        self.forwarder.notify(Entry(entry_id, seq, self.topic, created, body))
 
     def metrics(self) -> dict[str, Any]:
         """Transport self-metrics, published under ``agent.transport``."""
