@@ -10,7 +10,8 @@ PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-exa
 # The agent (edgemon-core and the plugins) supports Python 3.9+ (Debian 11, Ubuntu 22.04, JetPack 6);
 # `make test` also runs its tests under the oldest such Python: $(OLDEST_PYTHON), else pyenv's 3.9.x.
 OLDEST     ?= 3.9
-OLDEST_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(OLDEST).*/bin/python3 /usr/bin/python$(OLDEST)))
+PYENV_ROOT ?= $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
+OLDEST_PYTHON ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/$(OLDEST).*/bin/python3 /usr/bin/python$(OLDEST)))
 VENV_OLD   := .venv$(subst .,,$(OLDEST))
 AGENT_TESTS := tests/core tests/plugins tests/transport
 
