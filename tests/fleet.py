@@ -24,11 +24,17 @@ METRICS = 50
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
-def payload(device: str, seq: int, interval: float = 1.0, start: float = START) -> dict[str, Any]:
-    """The payload ``seq`` of ``device`` at ``start + seq x interval``: deterministic, so a resend is identical."""
+def payload(
+    device: str, seq: int, interval: float = 1.0, start: float = START, plugin_states: bool = False
+) -> dict[str, Any]:
+    """The payload ``seq`` of ``device`` at ``start + seq x interval``: deterministic, so a resend is identical.
+
+    ``plugin_states`` adds the agent's ``agent.plugin`` tree (strings only: attributes, no samples).
+    """
     when = dt.datetime.fromtimestamp(start + seq * interval, dt.UTC)
+    doc: dict[str, Any]
     cores = {f"cpu{i}": {"percent": (seq * 7 + i) % 100, "freq_mhz": 2600.0 + i} for i in range(8)}
-    return {
+    doc = {
         "schema": 1,
         "device_id": device,
         "ts": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
@@ -45,10 +51,12 @@ def payload(device: str, seq: int, interval: float = 1.0, start: float = START) 
             "gpu": {"0": {"utilization": {"gpu": seq % 100}, "mem_used": 2**30, "temp_c": 55, "power_w": 210.5}},  # 4
             "sensors": {f"t{i}": 40 + i for i in range(8)},  # 8
             "system": {"hostname": f"host-{device}", "agent_version": "0.1.0", "online": True},  # 2 strings, 1 bool
-            "agent": {"plugin": PLUGIN_STATES},  # strings only: attributes
         },
         "alerts": [],
     }
+    if plugin_states:
+        doc["metrics"]["agent"] = {"plugin": PLUGIN_STATES}
+    return doc
 
 
 PLUGIN_STATES = {
@@ -87,10 +95,12 @@ class Fleet:
         interval: float = 1.0,
         pace: float = 0.0,
         start: float = START,
+        plugin_states: bool = False,
     ) -> None:
         """``pace``: seconds between two publishes of one device (0: as fast as the window allows).
 
         ``start``: the ``ts`` of ``seq`` 0 (payload ``seq`` is at ``start + seq x interval``).
+        ``plugin_states``: payloads carry the agent's plugin states (one plugin failed).
         """
         from awscrt import mqtt5
         from awsiot import mqtt5_client_builder
@@ -100,6 +110,7 @@ class Fleet:
         self.interval = interval
         self.pace = pace
         self.start = start
+        self.plugin_states = plugin_states
         self.devices: list[SimDevice] = []
         self._events: deque[tuple[SimDevice, int, bool]] = deque()
         self._wake = threading.Event()
@@ -183,7 +194,9 @@ class Fleet:
                     self._send(dev, dev.pending.popleft())
 
     def _send(self, dev: SimDevice, seq: int) -> None:
-        body = json.dumps(payload(dev.name, seq, self.interval, self.start), separators=(",", ":")).encode()
+        body = json.dumps(
+            payload(dev.name, seq, self.interval, self.start, self.plugin_states), separators=(",", ":")
+        ).encode()
         dev.inflight.add(seq)
         dev.published_at[seq] = time.time()
         packet = self.mqtt5.PublishPacket(

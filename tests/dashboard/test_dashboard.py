@@ -57,7 +57,7 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
         assert gone.wait(30)
         time.sleep(6)  # > 3 intervals of 1 s and the 5 s floor: offline
         gone.stop()
-        fleet = Fleet(broker, pki, 4, prefix="site", start=start)
+        fleet = Fleet(broker, pki, 4, prefix="site", start=start, plugin_states=True)
         fleet.publish(100)
         assert fleet.wait(60)
         device = fleet.devices[2].name

@@ -22,7 +22,7 @@ def test_file_then_environment_then_flags(tmp_path):
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        ('[server]\n\nbatch_rows = "many"\n', ":3:", "server.batch_rows: expected a number"),
+        ('[server]\n\nbatch_rows = "many"\n', ":3:", "server.batch_rows: expected an integer"),
         ("[server]\ncolour = 1\n", ":2:", "unknown key server.colour"),
         ('[server]\nhttp_bind = "nowhere"\n', ":2:", "is not host:port"),
         ('[server]\nshared_group = "a/b"\n', ":2:", "server.shared_group"),
