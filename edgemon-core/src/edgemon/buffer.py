@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgemon.state import DiskHealth
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -112,8 +114,11 @@ class Buffer:
         self._moved: dict[int, int] = {}
         """Memory id -> disk id, for payloads moved to disk while they were in flight."""
         self._unsaved_drops = 0
-        self.disk_errors = 0
-        self.disk_error: str | None = None
+        self.disk = DiskHealth(
+            self.path,
+            "send buffer cannot write to disk; holding payloads in memory until it can",
+            "send buffer writes to disk again",
+        )
         self._connect()
 
     # -- opening ---------------------------------------------------------------
@@ -135,7 +140,7 @@ class Buffer:
             self._load_counters()
         except DiskError as exc:
             self._db = None
-            self._disk_failed(exc)
+            self.disk.failed(exc)
             return False
         return True
 
@@ -176,24 +181,6 @@ class Buffer:
             raise
         return db
 
-    def _disk_failed(self, exc: BaseException) -> None:
-        self.disk_errors += 1
-        reason = f"{type(exc).__name__}: {exc}"
-        if self.disk_error is None:
-            log.error(
-                "send buffer cannot write to disk; holding payloads in memory until it can",
-                extra={"path": str(self.path), "reason": reason},
-            )
-        self.disk_error = reason
-
-    def _disk_ok(self) -> None:
-        if self.disk_error is not None:
-            log.warning(
-                "send buffer writes to disk again",
-                extra={"path": str(self.path), "reason": f"{len(self._mem)} payloads held in memory"},
-            )
-            self.disk_error = None
-
     # -- sizes -----------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -221,10 +208,10 @@ class Buffer:
 
     def health(self) -> dict[str, Any]:
         """``disk_ok``, ``disk_errors``, ``in_memory`` and the current ``disk_error``."""
-        out: dict[str, Any] = {"disk_ok": self.disk_error is None, "disk_errors": self.disk_errors}
+        out: dict[str, Any] = {"disk_ok": self.disk.reason is None, "disk_errors": self.disk.errors}
         out["in_memory"] = len(self._mem)
-        if self.disk_error is not None:
-            out["disk_error"] = self.disk_error[:200]
+        if self.disk.reason is not None:
+            out["disk_error"] = self.disk.reason[:200]
         return out
 
     # -- writing ---------------------------------------------------------------
@@ -241,13 +228,13 @@ class Buffer:
             self._last_seq = max(self._last_seq, seq)
             try:
                 if not self._connect():
-                    raise sqlite3.OperationalError(self.disk_error or "cannot open")
+                    raise sqlite3.OperationalError(self.disk.reason or "cannot open")
                 self._flush_memory()
                 entry_id, dropped = self._insert(entry)
             except DiskError as exc:
-                self._disk_failed(exc)
+                self.disk.failed(exc)
                 return self._hold(entry)
-            self._disk_ok()
+            self.disk.ok(f"{len(self._mem)} payloads held in memory moved to disk")
         if dropped:
             first, last, n = dropped
             log.warning(
@@ -323,7 +310,7 @@ class Buffer:
             self._unsaved_drops += n
             log.warning(
                 "memory hold full: dropped the oldest payloads",
-                extra={"reason": f"{n} dropped (seq {first}..{last}); disk: {self.disk_error}"},
+                extra={"reason": f"{n} dropped (seq {first}..{last}); disk: {self.disk.reason}"},
             )
         return mem_id
 
@@ -412,7 +399,7 @@ class Buffer:
             if not disk_ids:
                 return
             if self._db is None:
-                raise sqlite3.OperationalError(self.disk_error or "send buffer not open")
+                raise sqlite3.OperationalError(self.disk.reason or "send buffer not open")
             before = (self._count, self._bytes)
             # No fsync of its own for an acknowledgement: the next append's commit (synchronous=FULL)
             # syncs the WAL with it. A power cut before that re-sends the payload (a duplicate the
@@ -457,7 +444,7 @@ class Buffer:
         now = time.time()
         with self._lock:
             if self._db is None:
-                raise sqlite3.OperationalError(self.disk_error or "send buffer not open")
+                raise sqlite3.OperationalError(self.disk.reason or "send buffer not open")
             before = (self._count, self._bytes)
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -500,7 +487,7 @@ class Buffer:
             if self._mem:
                 log.error(
                     "stopping with payloads held in memory: they are lost",
-                    extra={"reason": f"{len(self._mem)} payloads; disk: {self.disk_error}"},
+                    extra={"reason": f"{len(self._mem)} payloads; disk: {self.disk.reason}"},
                 )
             if self._db is not None:
                 self._db.close()

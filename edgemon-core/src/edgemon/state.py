@@ -20,6 +20,37 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 """``fdatasync`` where the OS has it (Linux): the record's size never changes, so no metadata to sync."""
 
 
+class DiskHealth:
+    """The failures of one part that writes to the state directory: counted, logged once, recovery logged.
+
+    Attributes:
+        errors: failed writes so far.
+        reason: why the last write failed, while it is failing (``None`` when healthy).
+    """
+
+    def __init__(self, path: Path, failing: str, recovered: str) -> None:
+        """``failing``/``recovered`` are the log messages of the first failure and of the recovery."""
+        self.path = path
+        self.failing = failing
+        self.recovered = recovered
+        self.errors = 0
+        self.reason: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failure; log it if the part was healthy."""
+        self.errors += 1
+        reason = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        if self.reason is None:
+            log.error(self.failing, extra={"path": str(self.path), "reason": reason})
+        self.reason = reason
+
+    def ok(self, detail: str = "") -> None:
+        """A write succeeded; log the recovery if the part was failing."""
+        if self.reason is not None:
+            log.warning(self.recovered, extra={"path": str(self.path), "reason": detail or "recovered"})
+            self.reason = None
+
+
 class SeqCounter:
     r"""A monotonically increasing counter persisted in ``<state_dir>/seq``.
 
@@ -41,13 +72,16 @@ class SeqCounter:
         self.dir = Path(state_dir)
         self.path = self.dir / "seq"
         self.persist = persist
-        self.errors = 0
-        self.error: str | None = None
+        self.disk = DiskHealth(
+            self.dir,
+            "cannot write the state directory; seq kept in memory until it can",
+            "state directory writable again; seq persisted",
+        )
         self._fd: int | None = None
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            self._failed(exc)
+            self.disk.failed(exc)
         self.value = max(self._read(), floor)
 
     def _read(self) -> int:
@@ -56,7 +90,7 @@ class SeqCounter:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            self._failed(exc)
+            self.disk.failed(exc)
             return 0
         try:
             value = int(text)
@@ -76,18 +110,16 @@ class SeqCounter:
         record = f"{self.value:>20}\n".encode()
         try:
             if self._fd is None:
-                if self.error is not None:  # the directory may not exist yet (it could not be created)
+                if self.disk.reason is not None:  # the directory may not exist yet (it could not be created)
                     self.dir.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             os.pwrite(self._fd, record, 0)
             _datasync(self._fd)
         except OSError as exc:
             self._close()
-            self._failed(exc)
+            self.disk.failed(exc)
             return
-        if self.error is not None:
-            log.warning("state directory writable again; seq persisted", extra={"path": str(self.path)})
-            self.error = None
+        self.disk.ok()
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -99,19 +131,9 @@ class SeqCounter:
         """Close the file."""
         self._close()
 
-    def _failed(self, exc: OSError) -> None:
-        self.errors += 1
-        reason = f"{type(exc).__name__}: {exc.strerror or exc}"
-        if self.error is None:
-            log.error(
-                "cannot write the state directory; seq kept in memory until it can",
-                extra={"path": str(self.dir), "reason": reason},
-            )
-        self.error = reason
-
     def health(self) -> dict[str, Any]:
         """``agent.state``: ``ok``, ``errors`` (write failures so far) and the current ``reason``."""
-        out: dict[str, Any] = {"ok": self.error is None, "errors": self.errors}
-        if self.error is not None:
-            out["reason"] = self.error[:200]
+        out: dict[str, Any] = {"ok": self.disk.reason is None, "errors": self.disk.errors}
+        if self.disk.reason is not None:
+            out["reason"] = self.disk.reason[:200]
         return out
