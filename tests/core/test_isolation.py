@@ -416,6 +416,7 @@ def test_once_survives_hostile_plugins_and_keeps_the_others_data(hostile):
     assert "plugin=chatty" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_keeps_its_interval_with_hostile_plugins(hostile):
     proc = subprocess.Popen(
         [str(AGENT_BIN), "run", "--output", "stdout", "--interval", "0.5"],
@@ -480,6 +481,7 @@ def test_config_flag_before_or_after_the_subcommand(tmp_path, agent_env):
         assert "core" not in json.loads(result.stdout)["cpu"], args
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_once_is_clean(fake_install, agent_env):
     fake_install(
         "edgemon-slowstart",

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import schedule
 
 from edgemon.scheduler import GridJob, every, run_forever
@@ -88,6 +89,7 @@ def test_run_forever_returns_when_stopped():
     assert len(count) == 3
 
 
+@pytest.mark.slow
 def test_wall_clock_steps_either_way_cost_no_cycle(make_agent, caplog):
     """The schedule runs on the monotonic clock: NTP stepping the wall clock back an hour and forward again
     (an RTC that was ahead) neither stops nor bursts it; payload times follow the wall clock; both steps are

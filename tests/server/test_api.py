@@ -16,7 +16,7 @@ from sqlalchemy import text
 from edgemon_server import queries as q
 from edgemon_server.api import ApiSettings, create_app
 from edgemon_server.store import Message, Store
-from tests.conftest import run_agent
+from tests.conftest import AGENT_BIN
 from tests.fleet import START, payload
 from tests.server.conftest import SERVER_BIN
 
@@ -32,9 +32,16 @@ def ingest(store: Store, device: str, seqs, **changes) -> None:
     store.write(msgs)
 
 
-@pytest.fixture
-def agent_payload(agent_env):
-    out = run_agent("once", env={**agent_env, "EDGEMON_LOAD_PLUGINS": "cpu,disk"})
+@pytest.fixture(scope="session")
+def agent_payload(tmp_path_factory):
+    """One real agent payload for the whole session (the agent CLI takes a few hundred ms to start)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+    env.update(
+        EDGEMON_STATE_DIR=str(tmp_path_factory.mktemp("agent-state")),
+        EDGEMON_CLIENT_ID="cli-device",
+        EDGEMON_LOAD_PLUGINS="cpu,disk",
+    )
+    out = subprocess.run([str(AGENT_BIN), "once"], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.encode()
 

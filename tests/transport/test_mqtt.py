@@ -23,6 +23,7 @@ def test_payload_reaches_a_subscriber_on_devices_plus_monitoring(mqtt_env, subsc
     assert agent.stop() == 0
 
 
+@pytest.mark.slow
 def test_payload_arrives_within_a_second_of_collection(mqtt_env, subscriber, run_agent_proc):
     from datetime import datetime
 
@@ -54,6 +55,7 @@ def test_other_devices_topic_is_not_authorized(mqtt_env, subscriber, run_agent_p
 
 
 @pytest.mark.parametrize("kind", ["foreign", "expired", "missing"])
+@pytest.mark.slow
 def test_bad_client_certificates_log_one_clear_error_and_back_off(mqtt_env, run_agent_proc, pki, broker, kind):
     if kind == "missing":
         ident = pki.issue("dev-nocert")

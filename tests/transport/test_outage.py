@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 
 def wait_seq(subscriber, n, timeout):
     return subscriber.wait_for(lambda ps: {p["seq"] for p in ps} >= set(range(1, n + 1)), timeout)
 
 
+@pytest.mark.slow
 def test_broker_down_30s_then_every_payload_arrives_in_order(mqtt_env, broker, subscriber, run_agent_proc):
     agent = run_agent_proc(mqtt_env("dev-out"))
     assert subscriber.wait_for(lambda ps: len(ps) >= 3, 15), agent.log.read_text()
@@ -40,6 +43,7 @@ def test_broker_down_30s_then_every_payload_arrives_in_order(mqtt_env, broker, s
     assert backlog == sorted(backlog)
 
 
+@pytest.mark.slow
 def test_sigkill_during_outage_then_restart_loses_nothing(mqtt_env, broker, subscriber, run_agent_proc):
     env = mqtt_env("dev-kill")
     agent = run_agent_proc(env)

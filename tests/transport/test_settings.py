@@ -95,6 +95,7 @@ def test_oversized_payload_is_refused_naming_the_largest_plugins(tmp_path, caplo
         sink.stop()
 
 
+@pytest.mark.slow
 def test_status_command(mqtt_env, subscriber, tmp_path):
     import subprocess
     import time
