@@ -10,7 +10,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgemon.certs import subject_cn, subject_cn_der
+from edgemon.certs import subject_cn, subject_cn_der, validity
+from edgemon.transport import check_clock
 
 common_names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16)
 
@@ -40,3 +41,29 @@ def test_not_pem(tmp_path):
     path.write_text("hello")
     with pytest.raises(ValueError, match="no PEM certificate"):
         subject_cn(path)
+
+
+def test_validity_matches_cryptography(pki):
+    for ident in (pki.issue("dev-valid"), pki.issue("dev-old", expired=True)):
+        cert = x509.load_pem_x509_certificate(ident.cert.read_bytes())
+        assert validity(ident.cert) == (
+            cert.not_valid_before_utc.timestamp(),
+            cert.not_valid_after_utc.timestamp(),
+        )
+
+
+def test_a_clock_before_the_certificate_or_an_expired_one_is_warned_about(pki, caplog):
+    import logging
+    import time
+
+    ident = pki.issue("dev-clock")
+    start, end = validity(ident.cert)
+    with caplog.at_level(logging.WARNING, logger="edgemon"):
+        check_clock(time.time(), start, end, str(ident.cert))
+        assert caplog.records == [], "a right clock and a valid certificate say nothing"
+        check_clock(946684800.0, start, end, str(ident.cert))  # an RTC back at 2000-01-01
+        check_clock(end + 10, start, end, str(ident.cert))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "the system clock is earlier than this device's certificate" in messages[0]
+    assert "2000-01-01T00:00:00.000Z" in caplog.records[0].reason
+    assert "certificate has expired" in messages[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 CN_OID = bytes([0x06, 0x03, 0x55, 0x04, 0x03])  # OBJECT IDENTIFIER 2.5.4.3
@@ -76,10 +77,50 @@ def subject_cn_der(der: bytes) -> str | None:
         raise ValueError("truncated certificate") from exc
 
 
-def subject_cn(path: str | Path) -> str | None:
-    """Return the subject CN of the first certificate in a PEM file."""
+def _time(der: bytes, tag: int, start: int, end: int) -> float:
+    """An X.509 UTCTime (``YYMMDDHHMMSSZ``) or GeneralizedTime (``YYYYMMDDHHMMSSZ``) as epoch seconds."""
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:  # UTCTime: 50-99 are 19xx (RFC 5280, 4.1.2.5.1)
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif tag != 0x18:
+        raise ValueError("validity is not a time")
+    when = datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def validity_der(der: bytes) -> tuple[float, float]:
+    """``(not_before, not_after)`` of a DER certificate, as epoch seconds.
+
+    Raises:
+        ValueError: not a well-formed X.509 certificate.
+    """
+    try:
+        _, start, end = _tlv(der, 0)
+        _, tbs_start, tbs_end = _children(der, start, end)[0]
+        fields = _children(der, tbs_start, tbs_end)
+        if fields and fields[0][0] == 0xA0:  # explicit version
+            fields = fields[1:]
+        _, v_start, v_end = fields[3]  # serialNumber, signature, issuer, validity
+        (t1, s1, e1), (t2, s2, e2) = _children(der, v_start, v_end)[:2]
+        return _time(der, t1, s1, e1), _time(der, t2, s2, e2)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError("truncated certificate") from exc
+
+
+def _pem_der(path: str | Path) -> bytes:
     text = Path(path).read_text(encoding="ascii", errors="replace")
     match = re.search(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", text, re.S)
     if match is None:
         raise ValueError("no PEM certificate block")
-    return subject_cn_der(base64.b64decode("".join(match.group(1).split())))
+    return base64.b64decode("".join(match.group(1).split()))
+
+
+def subject_cn(path: str | Path) -> str | None:
+    """Return the subject CN of the first certificate in a PEM file."""
+    return subject_cn_der(_pem_der(path))
+
+
+def validity(path: str | Path) -> tuple[float, float]:
+    """``(not_before, not_after)`` of the first certificate in a PEM file, as epoch seconds."""
+    return validity_der(_pem_der(path))

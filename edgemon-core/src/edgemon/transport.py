@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from edgemon.buffer import Buffer, Entry
-from edgemon.certs import subject_cn
+from edgemon.certs import subject_cn, validity
 from edgemon.config import Config, ConfigError, MqttSettings
-from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
+from edgemon.payload import MAX_BYTES, dumps, subtree_sizes, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,10 @@ def check_settings(config: Config) -> str:
         )
     try:
         cn = subject_cn(mqtt.cert)
+        not_before, not_after = validity(mqtt.cert)
     except ValueError as exc:
         raise ConfigError(f"mqtt.cert: {mqtt.cert} is not a PEM certificate: {exc}") from exc
+    check_clock(time.time(), not_before, not_after, mqtt.cert)
     if not config.agent.client_id:
         return cn or config.device_id
     if cn and cn != config.agent.client_id:
@@ -140,6 +142,29 @@ def check_settings(config: Config) -> str:
             },
         )
     return config.agent.client_id
+
+
+def check_clock(now: float, not_before: float, not_after: float, cert: str) -> None:
+    """Warn when this device's clock cannot be right, or its certificate has expired.
+
+    The certificate's validity is the one time reference a device has before it talks to anyone:
+    a clock before ``not_before`` (an RTC that lost its time: 1970 or 2000 after a flat battery)
+    makes every TLS handshake fail with an unhelpful error, and so does an expired certificate.
+    """
+    if now < not_before - 300:
+        log.warning(
+            "the system clock is earlier than this device's certificate was issued: the clock is wrong "
+            "(RTC not set? NTP not synchronised?) and TLS handshakes will fail until it is right",
+            extra={
+                "path": cert,
+                "reason": f"now {utc_timestamp(now)}, certificate valid from {utc_timestamp(not_before)}",
+            },
+        )
+    elif now > not_after:
+        log.warning(
+            "this device's certificate has expired (or the clock is ahead): the broker will refuse it",
+            extra={"path": cert, "reason": f"now {utc_timestamp(now)}, valid until {utc_timestamp(not_after)}"},
+        )
 
 
 @dataclass
