@@ -223,19 +223,61 @@ def test_rejects_are_listed_newest_first_and_paginated(client, store):
     assert get(client, "/api/v1/rejects?device=sim-a")["rejects"][0]["reason"].startswith("malformed JSON")
 
 
-def test_healthz_shows_the_collectors_heartbeats(client, store):
-    body = get(client, "/healthz")
-    assert body["status"] == "ok"
+def test_healthz_shows_the_collectors_heartbeats(client, store, engine):
+    body = get(client, "/healthz", status=503)
+    assert body["status"] == "error", "no collector is running: ingest is down"
+    assert body["problems"] == ["no collector has written a heartbeat in the last 30 s"]
     assert body["database"]["ok"] is True
     assert body["collector"] is None, "no collector in this process"
     assert body["collectors"] == []
     store.heartbeat("collector-x", time.time() - 60, {"state": "connected", "stored": 7})
     store.heartbeat("collector-x", time.time() - 60, {"state": "connected", "stored": 9})  # an upsert
-    (beat,) = get(client, "/healthz")["collectors"]
+    body = get(client, "/healthz")
+    assert body["status"] == "ok"
+    (beat,) = body["collectors"]
     assert beat["id"] == "collector-x"
     assert beat["state"] == "connected"
     assert beat["stats"]["stored"] == 9
     assert beat["age_s"] < 5
+    assert beat["host"], "no token configured: the operator sees host and pid"
+    with engine.begin() as conn:  # the only collector's heartbeat is 12 minutes old
+        conn.execute(text("UPDATE collectors SET updated = updated - 720000"))
+    body = get(client, "/healthz", status=503)
+    assert "no collector has written a heartbeat" in body["problems"][0]
+
+
+def test_healthz_hides_hosts_and_pids_without_the_token_and_is_rate_limited(engine, store):
+    store.heartbeat("collector-y", time.time(), {"state": "connected"})
+    app = create_app(engine, ApiSettings(token="a" * 20, rate_limit="2/minute"))
+    c = app.test_client()
+    (beat,) = c.get("/healthz").get_json()["collectors"]
+    assert "host" not in beat
+    assert "pid" not in beat
+    (beat,) = c.get("/healthz", headers={"Authorization": "Bearer " + "a" * 20}).get_json()["collectors"]
+    assert beat["host"]
+    assert c.get("/healthz").status_code == 429, "one budget per client, /healthz included"
+
+
+def test_healthz_is_503_when_this_process_collector_failed(engine, store):
+    from edgemon_server.collector import CollectorStats
+
+    store.heartbeat("collector-z", time.time(), {"state": "connected"})
+    stats = CollectorStats(state="failed", fatal="TypeError: boom")
+    app = create_app(engine, ApiSettings(rate_limit=""), lambda: stats)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["problems"] == ["this process' collector writer failed: TypeError: boom"]
+
+
+def test_security_headers_and_one_rate_limit_across_routes(engine):
+    app = create_app(engine, ApiSettings(rate_limit="4/minute"))
+    c = app.test_client()
+    first = c.get("/api/v1/devices")
+    assert first.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in first.headers["Content-Security-Policy"]
+    assert first.headers["Referrer-Policy"] == "no-referrer"
+    statuses = [c.get(u).status_code for u in ("/api/v1/rejects", "/healthz", "/api/v1/devices", "/api/v1/rejects")]
+    assert statuses[-1] == 429, f"the budget is per client, not per route: {statuses}"
 
 
 def test_bearer_token_and_cors(engine):
@@ -250,7 +292,8 @@ def test_bearer_token_and_cors(engine):
     assert ok.headers["Access-Control-Allow-Origin"] == "http://dash.example"
     other = c.get("/api/v1/devices", headers={"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
-    assert c.get("/healthz").status_code == 200, "health checks need no token"
+    assert c.get("/healthz").status_code in (200, 503), "health checks need no token"
+    assert c.get("/healthz").get_json()["status"] in ("ok", "error")
 
 
 def test_rate_limit_per_client_returns_429(engine):
@@ -296,8 +339,10 @@ def test_openapi_documents_every_route(client):
     assert set(doc["paths"]) == routes
 
 
-def test_schemathesis_no_5xx_and_responses_match_the_schema(client):
+def test_schemathesis_no_5xx_and_responses_match_the_schema(client, store):
     import schemathesis
+
+    store.heartbeat("collector-s", time.time() + 3600, {"state": "connected"})  # fresh for the whole run
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (

@@ -42,9 +42,14 @@ def test_errors_name_the_line(tmp_path, text, where, message):
 
 def test_token_file_and_bind(tmp_path):
     token = tmp_path / "token"
-    token.write_text("s3cret\n")
+    token.write_text("s3cret-s3cret-s3cret\n")
     config = load(None, environ={"EDGEMON_API_TOKEN_FILE": str(token)})
-    assert api_token(config.server) == "s3cret"
+    assert api_token(config.server) == "s3cret-s3cret-s3cret"
+    token.write_text("x\n")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        api_token(config.server)
+    with pytest.raises(ConfigError, match="server.api_token: a token must be at least 16"):
+        api_token(load(None, environ={"EDGEMON_API_TOKEN": " "}).server)
     token.write_text("")
     with pytest.raises(ConfigError, match="is empty"):
         api_token(config.server)

@@ -243,3 +243,54 @@ def test_the_series_cache_is_bounded(engine, store):
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Sample)) == 4 * SAMPLES_PER_PAYLOAD
         assert conn.scalar(select(func.count()).select_from(Series)) == 3 * SAMPLES_PER_PAYLOAD
+
+
+def poison_messages(device: str) -> list[Message]:
+    """Messages that once killed the writer: an alert severity that is a list or an object, and an
+    unpaired surrogate in a key next to a leaf error (the reason quoted the surrogate)."""
+    alert_list = payload(device, 50)
+    alert_list["alerts"] = [{"rule": "x", "severity": ["critical"], "message": "m"}]
+    alert_obj = payload(device, 51)
+    alert_obj["alerts"] = [{"rule": "x", "severity": {"a": 1}, "message": "m"}]
+    surrogate = json.dumps(payload(device, 52)).replace('"metrics": {', '"metrics": {"k\\ud800": {"v": [1]}, ', 1)
+    nul = json.dumps(payload(device, 53)).replace('"metrics": {', '"metrics": {"n\\u0000ul": "x\\u0000", ', 1)
+    topic = f"devices/{device}/monitoring"
+    return [
+        Message(topic, json.dumps(alert_list).encode(), time.time()),
+        Message(topic, json.dumps(alert_obj).encode(), time.time()),
+        Message(topic, surrogate.encode(), time.time()),
+        Message(topic, nul.encode(), time.time()),
+    ]
+
+
+def test_poison_messages_are_rejects_and_the_rest_of_the_batch_is_stored(store, engine):
+    batch = [msg("dev-p", 1), *poison_messages("dev-p"), msg("dev-p", 2)]
+    result = store.write(batch)
+    assert (result.stored, result.rejected) == (2, 4)
+    with engine.connect() as conn:
+        reasons = conn.execute(select(Reject.reason).order_by(Reject.id)).scalars().all()
+        seqs = conn.execute(select(Payload.seq).where(Payload.device_id == "dev-p")).scalars().all()
+    assert sorted(seqs) == [1, 2]
+    assert "severity" in reasons[0]
+    assert "severity" in reasons[1]
+    assert "\\ud800" in reasons[2], "the device's unpaired surrogate is escaped in the reason, not stored raw"
+    assert all("\x00" not in r for r in reasons)
+    assert store.write([msg("dev-p", 3)]).stored == 1, "the store goes on"
+
+
+def test_a_validation_bug_costs_one_message_not_the_batch(store, engine, monkeypatch):
+    from edgemon_server import store as store_mod
+
+    real = store_mod.parse
+
+    def buggy(topic, body, limits, now):
+        if b'"seq": 7,' in body:
+            raise TypeError("unhashable type: 'list'")
+        return real(topic, body, limits, now)
+
+    monkeypatch.setattr(store_mod, "parse", buggy)
+    result = store.write([msg("dev-q", 6), msg("dev-q", 7), msg("dev-q", 8)])
+    assert (result.stored, result.rejected) == (2, 1)
+    with engine.connect() as conn:
+        (reason,) = conn.execute(select(Reject.reason)).scalars().all()
+    assert reason == "validation failed unexpectedly: TypeError: unhashable type: 'list'"

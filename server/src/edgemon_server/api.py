@@ -379,8 +379,46 @@ def healthz() -> tuple[Response, int]:
         body["collectors"] = []
     stats: Callable[[], Any] | None = current_app.extensions.get("edgemon_collector")
     body["collector"] = asdict(stats()) if stats is not None else None
+    problems = []
+    if body["collector"] is not None and body["collector"].get("state") == "failed":
+        problems.append(f"this process' collector writer failed: {body['collector'].get('fatal')}")
+    fresh = [c for c in body["collectors"] if c["age_s"] <= HEARTBEAT_STALE_S and c["state"] not in ("failed",)]
+    if body["database"].get("ok") and not fresh:
+        problems.append(f"no collector has written a heartbeat in the last {HEARTBEAT_STALE_S:g} s")
+    if problems:
+        body["status"] = "error"
+        body["problems"] = problems
+    if not _authorized():
+        for c in body["collectors"]:  # host names and pids are for operators with the token
+            c.pop("host", None)
+            c.pop("pid", None)
     return jsonify(body), 200 if body["status"] == "ok" else 503
 
+
+def _authorized() -> bool:
+    """The request carries the API token (or none is configured)."""
+    token: str = current_app.extensions["edgemon_api"].token
+    if not token:
+        return True
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    # The dashboard is one script and one style sheet from this origin; uPlot draws on a canvas.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    ),
+}
+"""On every response."""
+
+HEARTBEAT_STALE_S = 30.0
+"""A collector whose heartbeat (every 5 s) is older than this is not counted as running."""
 
 DASHBOARD = Path(__file__).parent / "static"
 """Where ``npm run build`` in ``frontend/`` puts the dashboard."""
@@ -429,13 +467,13 @@ def create_app(
     limiter = Limiter(
         get_remote_address,
         app=app,
-        default_limits=[settings.rate_limit] if settings.rate_limit else [],
+        # One budget per client across every route (a per-route limit multiplied it by the routes).
+        application_limits=[settings.rate_limit] if settings.rate_limit else [],
         storage_uri="memory://",
         headers_enabled=True,
     )
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
-    limiter.exempt(healthz)
     if dashboard is not None:
         serve = limiter.exempt(_dashboard(dashboard))
         app.add_url_rule("/", "dashboard", serve, methods=["GET"])
@@ -448,18 +486,16 @@ def create_app(
         for name, value in request.args.items(multi=True):
             if "\x00" in value or "\x00" in name:  # no database stores NUL in text (PostgreSQL refuses it)
                 raise ApiError(400, f"{name[:40]!r}: contains a NUL character")
-        if settings.token and request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
-            header = request.headers.get("Authorization", "")
-            given = header[7:] if header.startswith("Bearer ") else ""
-            if not hmac.compare_digest(given.encode(), settings.token.encode()):
-                response = jsonify({"error": "a bearer token is required (Authorization: Bearer <token>)"})
-                response.status_code = 401
-                response.headers["WWW-Authenticate"] = 'Bearer realm="edgemon"'
-                return response
+        if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json" and not _authorized():
+            response = jsonify({"error": "a bearer token is required (Authorization: Bearer <token>)"})
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="edgemon"'
+            return response
         return None
 
     @app.after_request
     def _cors(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
         origin = request.headers.get("Origin")
         if origin and origin in settings.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin

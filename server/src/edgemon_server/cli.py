@@ -184,6 +184,7 @@ def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: boo
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     if collector is not None:
+        collector.on_fatal = lambda _reason: stop()
         collector.start()
     actual = getattr(server, "effective_port", port)
     log.info("HTTP API listening", extra={"reason": f"http://{host}:{actual}/"})
@@ -195,7 +196,13 @@ def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: boo
             raise
     if collector is not None:
         collector.stop()
+        if collector.stats.fatal:
+            return EXIT_WRITER_FAILED
     return 0
+
+
+EXIT_WRITER_FAILED = 70
+"""Exit status when the collector's writer died (EX_SOFTWARE): a supervisor restarts the process."""
 
 
 def _collect(config: ServerConfig, engine: Any) -> int:
@@ -206,10 +213,13 @@ def _collect(config: ServerConfig, engine: Any) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    collector.on_fatal = lambda _reason: done.set()
     collector.start()
     log.info("collector started", extra={"topic": collector.topic, "reason": f"client id {collector.client_id}"})
     done.wait()
     collector.stop()
+    if collector.stats.fatal:
+        return EXIT_WRITER_FAILED
     st = collector.stats
     log.info(
         "collector stopped",

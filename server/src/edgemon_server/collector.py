@@ -32,6 +32,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class CollectorStats:
     db_errors: int = 0
     last_commit: float | None = None
     started: float = field(default_factory=time.time)
+    fatal: str | None = None
 
 
 def topic_filter(group: str) -> str:
@@ -103,6 +105,8 @@ class Collector:
         self.connected = threading.Event()
         self._full_logged = 0.0
         self._stop = threading.Event()
+        self.on_fatal: Callable[[str], None] = lambda _reason: None
+        """Called (on the writer thread) when the writer dies; the CLI makes the process exit 70."""
         self._writer = threading.Thread(target=self._write_loop, name="edgemon-writer", daemon=True)
         self.client_id = client_id_for(config)
         self.topic = topic_filter(s.shared_group)
@@ -315,6 +319,9 @@ class Collector:
                     self._stop.wait(delay)
                     delay = min(30.0, delay * 2)
                     continue
+                except Exception as exc:  # noqa: BLE001 - the writer itself is broken: fail loudly, never silently
+                    self._die(exc)
+                    return
                 delay = 0.5
                 for msg in batch:
                     if msg.ack is not None:
@@ -331,13 +338,30 @@ class Collector:
             now = time.monotonic()
             if now - last_sweep >= SWEEP_EVERY:
                 last_sweep = now
-                self._ask_for_gaps()
+                try:
+                    self._ask_for_gaps()
+                except Exception as exc:  # noqa: BLE001 - asking for resends is best effort; storing goes on
+                    log.error("could not ask for missing payloads", extra={"reason": repr(exc)[:300]})
             if now - last_beat >= HEARTBEAT_EVERY:
                 last_beat = now
                 try:
                     self.store.heartbeat(self.client_id, self.stats.started, asdict(self.stats))
                 except SQLAlchemyError as exc:
                     log.debug("heartbeat not written", extra={"reason": str(exc).splitlines()[0][:200]})
+
+    def _die(self, exc: BaseException) -> None:
+        """The writer cannot go on (a bug, not one message: those become rejects). Make it visible.
+
+        Nothing of the batch is acknowledged (the broker sends it again to the next run); the state
+        is ``failed`` (``/healthz`` says 503) and ``on_fatal`` lets the process exit non-zero so
+        that its supervisor restarts it.
+        """
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        self.stats.state = "failed"
+        self.stats.fatal = reason
+        log.critical("collector writer failed; stopping", extra={"reason": reason}, exc_info=exc)
+        self._stop.set()
+        self.on_fatal(reason)
 
     def _ask_for_gaps(self) -> None:
         if self.gaps is None or not self.connected.is_set():
@@ -375,7 +399,8 @@ class Collector:
         """
         self._stop.set()
         self._writer.join(timeout)
-        self.stats.state = "stopped"
+        if self.stats.state != "failed":
+            self.stats.state = "stopped"
         if self.config.mqtt.protocol == "3.1.1":
             self.client.disconnect()
         else:

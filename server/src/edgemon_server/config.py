@@ -137,21 +137,33 @@ def load(
     return ServerConfig(server=server, mqtt=parsed["mqtt"], source=where.source)
 
 
+MIN_TOKEN = 16
+"""Shortest API token accepted (a guessable one is no protection)."""
+
+
 def api_token(server: ServerSettings) -> str:
     """The API token from ``api_token`` or ``api_token_file``.
 
     Raises:
-        ConfigError: an unreadable or empty token file.
+        ConfigError: an unreadable or empty token file, or a token under 16 characters.
     """
+    where = "server.api_token"
+    token = server.api_token
     if server.api_token_file:
+        where = f"server.api_token_file: {server.api_token_file}"
         try:
-            token = Path(server.api_token_file).read_text(encoding="utf-8").strip().splitlines()
+            lines = Path(server.api_token_file).read_text(encoding="utf-8").strip().splitlines()
         except OSError as exc:
             raise ConfigError(f"server.api_token_file: cannot read {server.api_token_file}: {exc.strerror}") from exc
-        if not token or not token[0].strip():
+        if not lines or not lines[0].strip():
             raise ConfigError(f"server.api_token_file: {server.api_token_file} is empty")
-        return token[0].strip()
-    return server.api_token
+        token = lines[0].strip()
+    if token and (len(token) < MIN_TOKEN or token != token.strip()):
+        raise ConfigError(
+            f"{where}: a token must be at least {MIN_TOKEN} characters without surrounding spaces "
+            "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return token
 
 
 def split_bind(bind: str) -> tuple[str, int]:

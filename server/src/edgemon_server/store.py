@@ -27,11 +27,11 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
-from edgemon_server.validate import Accepted, Limits, RejectedError, device_of, parse
+from edgemon_server.validate import Accepted, Limits, RejectedError, device_of, escape, parse
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,29 @@ class Store:
             try:
                 accepted.append(parse(msg.topic, msg.body, self.limits, now))
             except RejectedError as exc:
-                rejects.append((msg, exc.reason))
+                rejects.append((msg, escape(exc.reason)))
+            except Exception as exc:
+                reason = escape(f"validation failed unexpectedly: {type(exc).__name__}: {exc}")
+                log.error("validation error", extra={"topic": escape(msg.topic, 200), "reason": reason}, exc_info=True)
+                rejects.append((msg, reason))
         try:
             result = self._transaction(accepted, rejects, now)
         except OperationalError:
             self._forget()
             raise
-        except DBAPIError as exc:
+        except Exception as exc:  # noqa: BLE001 - DBAPIError, or what a driver raises unwrapped for one value
             self._forget()
             if len(messages) == 1:
-                reason = f"database refused it: {type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
-                result = self._transaction([], [(messages[0], reason)], now)
+                orig = getattr(exc, "orig", None) or exc
+                reason = escape(f"database refused it: {type(orig).__name__}: {str(orig).splitlines()[0][:300]}")
+                try:
+                    result = self._transaction([], [(messages[0], reason)], now)
+                except OperationalError:
+                    raise
+                except Exception:
+                    log.error("reject stored without its payload", extra={"reason": reason}, exc_info=True)
+                    bare = Message(escape(messages[0].topic, 200), b"", messages[0].received, messages[0].ack)
+                    result = self._transaction([], [(bare, reason.encode("ascii", "replace").decode())], now)
             else:
                 result = Result()
                 for msg in messages:
@@ -147,7 +159,7 @@ class Store:
                         {
                             "received": round(m.received * 1000),
                             "device_id": device_of(m.topic),
-                            "topic": m.topic[:1024],
+                            "topic": escape(m.topic, 1024),
                             "reason": reason,
                             "size": len(m.body),
                             "payload": m.body[:KEEP_BYTES],

@@ -43,6 +43,16 @@ class Limits:
     max_future_s: float = 300.0
 
 
+def escape(text: str, limit: int = 1000) -> str:
+    """``text`` made storable and printable: unpaired surrogates and NUL escaped, cut to ``limit``.
+
+    Reasons quote what a device sent (a key, a value); SQLite's and PostgreSQL's drivers refuse
+    an unpaired surrogate (``UnicodeEncodeError``, not wrapped by SQLAlchemy) and PostgreSQL a NUL.
+    """
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
 class RejectedError(ValueError):
     """A message that is not stored as samples; ``reason`` says why."""
 
@@ -188,7 +198,7 @@ def _alerts(alerts: Any) -> list[dict[str, Any]]:
             raise RejectedError(f"{where}: needs rule, severity, message (and optionally metric, value)")
         if not isinstance(alert["rule"], str) or not RULE_RE.fullmatch(alert["rule"]):
             raise RejectedError(f"{where}.rule: not a rule name")
-        if alert["severity"] not in SEVERITIES:
+        if not isinstance(alert["severity"], str) or alert["severity"] not in SEVERITIES:
             raise RejectedError(f"{where}.severity: not one of {', '.join(sorted(SEVERITIES))}")
         if not isinstance(alert["message"], str) or len(alert["message"]) > 1024:
             raise RejectedError(f"{where}.message: not a string of at most 1024 characters")
