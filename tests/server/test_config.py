@@ -48,7 +48,7 @@ def test_token_file_and_bind(tmp_path):
     token.write_text("x\n")
     with pytest.raises(ConfigError, match="at least 16 characters"):
         api_token(config.server)
-    with pytest.raises(ConfigError, match="server.api_token: a token must be at least 16"):
+    with pytest.raises(ConfigError, match=r"server\.api_token: a token must be at least 16"):
         api_token(load(None, environ={"EDGEMON_API_TOKEN": " "}).server)
     token.write_text("")
     with pytest.raises(ConfigError, match="is empty"):

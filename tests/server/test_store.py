@@ -281,7 +281,7 @@ def test_poison_messages_are_rejects_and_the_rest_of_the_batch_is_stored(store, 
 def test_a_validation_bug_costs_one_message_not_the_batch(store, engine, monkeypatch):
     from edgemon_server import store as store_mod
 
-    real = store_mod.parse
+    real = store_mod.parse  # type: ignore[attr-defined]
 
     def buggy(topic, body, limits, now):
         if b'"seq": 7,' in body:
