@@ -169,9 +169,9 @@ def broker(tmp_path: Path, pki):
 
 @pytest.fixture
 def subscriber(broker, pki):
-    from tests.harness import COLLECTOR_CN, Subscriber
+    from tests.harness import SUBSCRIBER_CN, Subscriber
 
-    sub = Subscriber(broker, pki.issue(COLLECTOR_CN))
+    sub = Subscriber(broker, pki.issue(SUBSCRIBER_CN))
     yield sub
     sub.stop()
 

@@ -4,10 +4,12 @@
   ``127.0.0.1``/``localhost``, per-device certificates (CN = device id), an
   expired one, and one from a foreign CA.
 - :class:`Mosquitto` starts a real ``mosquitto`` on a free port: a TLS
-  listener that requires client certificates, ``use_identity_as_username``,
-  the ACL ``pattern write devices/%u/#`` (the local twin of the AWS IoT
-  policy) plus read rules for the collector identity, and
-  ``max_queued_messages 0`` so the broker never drops silently (ANCHORS trap 1).
+  listener that requires client certificates, ``use_identity_as_username`` and
+  ``use_username_as_clientid`` (the client id is the CN: no session takeover),
+  the per-device ACL (:data:`ACL`, the local twin of the AWS IoT policy) plus
+  read rules for the collector identities, no retained messages, packets of at
+  most 256 KB, and ``max_queued_messages 0`` (past the default 1000, mosquitto
+  drops messages for a slow subscriber while still acknowledging them).
   It stops gracefully (SIGTERM) or with SIGKILL, and restarts on the same port.
 """
 
@@ -29,6 +31,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 COLLECTOR_CN = "edgemon-collector"
+SUBSCRIBER_CN = "edgemon-collector-sub"
+"""The tests' subscriber: a collector identity of its own (the client id is the CN)."""
+MAX_PACKET = 256 * 1024
+
+ACL = (
+    "# Devices (CN = user = client id): their own payloads and alerts, their own commands.\n"
+    "pattern write devices/%u/monitoring\n"
+    "pattern write devices/%u/alerts\n"
+    "pattern read devices/%u/commands/#\n"
+) + "".join(
+    f"\nuser {name}\ntopic read devices/+/monitoring\ntopic read devices/+/alerts\ntopic write devices/+/commands/#\n"
+    for name in (COLLECTOR_CN, SUBSCRIBER_CN, *(f"{COLLECTOR_CN}-{i}" for i in range(1, 9)))
+)
+"""The same rules as ``edgemon-server certs init`` writes (a server test checks they agree), with
+collector identities for the tests: ``edgemon-collector``, ``-sub`` and ``-1`` to ``-8``."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,7 @@ class Pki:
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
             )
         cert = builder.sign(ca_key, hashes.SHA256())
-        tag = f"{cn}{'-expired' if expired else ''}{'-foreign' if foreign else ''}"
+        tag = f"{cn.replace('/', '_')}{'-expired' if expired else ''}{'-foreign' if foreign else ''}"
         cert_path = self._write_cert(f"{tag}.crt", cert)
         key_path = self.root / f"{tag}.key"
         key_path.write_bytes(
@@ -142,16 +159,7 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         acl = workdir / "acl"
-        acl.write_text(
-            "# Each device may publish only under its own prefix (CN = user name),\n"
-            "# and read its own commands: the twin of a per-thing AWS IoT policy.\n"
-            "pattern write devices/%u/#\n"
-            "pattern read devices/%u/commands/#\n"
-            "\n"
-            f"user {COLLECTOR_CN}\n"
-            "topic read devices/#\n"
-            "topic write devices/+/commands/#\n"
-        )
+        acl.write_text(ACL)
         self.conf = workdir / "mosquitto.conf"
         lines = [
             "per_listener_settings true",
@@ -164,12 +172,15 @@ class Mosquitto:
             "log_type information",
             "max_queued_messages 0",
             "max_inflight_messages 0",
+            f"max_packet_size {MAX_PACKET}",
+            "retain_available false",
             f"listener {self.port} 127.0.0.1",
             f"cafile {pki.ca_path}",
             f"certfile {pki.server.cert}",
             f"keyfile {pki.server.key}",
             "require_certificate true",
             "use_identity_as_username true",
+            "use_username_as_clientid true",
             f"acl_file {acl}",
         ]
         if plain_port is not None:  # loopback plain TCP, for the insecure-local development mode

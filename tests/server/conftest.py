@@ -127,12 +127,13 @@ class CollectorProc:
 
 @pytest.fixture
 def collector_env(broker, pki, tmp_path: Path):
-    """Environment of a collector on the test broker with the collector certificate."""
-    from tests.harness import COLLECTOR_CN
-
-    ident = pki.issue(COLLECTOR_CN)
+    """Environment of a collector on the test broker: client id ``collector-<n>``, certificate CN
+    ``edgemon-collector-<n>`` (the broker binds the client id to the CN, so each collector has its own)."""
+    identities: dict[str, Any] = {}
 
     def make(db_url: str, client_id: str = "collector-1", **extra: str) -> dict[str, str]:
+        cn = f"edgemon-{client_id}"
+        ident = identities.get(cn) or identities.setdefault(cn, pki.issue(cn))
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
         env.update(
             {

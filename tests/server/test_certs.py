@@ -21,9 +21,15 @@ def test_init_and_device(tmp_path):
     pki = tmp_path / "pki"
     for name in ("ca.pem", "ca.key", "localhost.crt", "edgemon-collector.crt", "acl", "mosquitto.conf"):
         assert (pki / name).exists(), name
-    assert "pattern write devices/%u/#" in (pki / "acl").read_text()
-    assert "require_certificate true" in (pki / "mosquitto.conf").read_text()
-    assert oct((pki / "ca.key").stat().st_mode & 0o777) == "0o600"
+    acl = (pki / "acl").read_text()
+    assert "pattern write devices/%u/monitoring" in acl
+    writes = [line for line in acl.splitlines() if line.startswith(("pattern write", "topic write"))]
+    assert all("#" not in line for line in writes if line.startswith("pattern")), "devices write explicit topics"
+    conf = (pki / "mosquitto.conf").read_text()
+    for line in ("require_certificate true", "use_username_as_clientid true", "retain_available false"):
+        assert line in conf
+    for key in ("ca.key", "localhost.key", "edgemon-collector.key"):
+        assert oct((pki / key).stat().st_mode & 0o777) == "0o600", key
 
     out = certs("device", "press-17", "--dir", "pki", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -33,7 +39,35 @@ def test_init_and_device(tmp_path):
     cert.verify_directly_issued_by(ca)
 
     assert certs("init", "--dir", "pki", cwd=tmp_path).returncode == 2, "never overwrites a CA"
-    bad = certs("device", "a/b", "--dir", "pki", cwd=tmp_path)
-    assert bad.returncode == 2
-    assert "device id" in bad.stderr
+    assert oct((pki / "press-17.key").stat().st_mode & 0o777) == "0o600"
+    for name, why in (
+        ("a/b", "a device name is 1-64 of"),
+        ("x" * 65, "a device name is 1-64 of"),
+        ("ca", "reserved"),
+        ("localhost", "reserved"),
+        ("edgemon-collector", "reserved"),
+        ("edgemon-collector-9", "reserved"),
+        ("press-17", "exists; not overwriting"),
+    ):
+        bad = certs("device", name, "--dir", "pki", cwd=tmp_path)
+        assert bad.returncode == 2, name
+        assert why in bad.stderr, (name, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    ca_key = (pki / "ca.key").read_bytes()
+    assert certs("device", "ca", "--dir", "pki", cwd=tmp_path).returncode == 2
+    assert (pki / "ca.key").read_bytes() == ca_key, "the CA's key is never overwritten"
     assert certs("device", "x", "--dir", "nothing", cwd=tmp_path).returncode == 2
+
+    out = certs("collector", "edgemon-collector-2", "--dir", "pki", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "user edgemon-collector-2\ntopic read devices/+/monitoring" in (pki / "acl").read_text()
+    assert certs("collector", "press-18", "--dir", "pki", cwd=tmp_path).returncode == 2
+
+
+def test_the_test_broker_applies_the_same_rules_as_certs_init():
+    from edgemon_server import pki
+    from tests import harness
+
+    assert pki.ACL_HEAD.split("\n", 3)[3] in harness.ACL, "the device rules are the same"
+    assert pki.COLLECTOR_ACL.format(name=harness.COLLECTOR_CN) in harness.ACL
+    assert harness.MAX_PACKET == pki.MAX_PACKET

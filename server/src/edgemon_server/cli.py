@@ -8,7 +8,8 @@ Commands::
     edgemon-server db upgrade [--config F]   create or upgrade the schema (alembic)
     edgemon-server db current [--config F]   the schema revision of the database
     edgemon-server certs init [--dir D]      a local CA, broker and collector certificates, an ACL
-    edgemon-server certs device NAME         a device certificate (CN = NAME)
+    edgemon-server certs device NAME         a device certificate (CN = NAME; reserved names refused)
+    edgemon-server certs collector NAME      another collector (edgemon-collector-<n>), added to the ACL
 
 Settings: ``--config`` TOML file, then ``EDGEMON_*`` variables (``EDGEMON_DATABASE_URL``,
 ``EDGEMON_SHARED_GROUP``, ``EDGEMON_MQTT_*`` as for the agent), then flags.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 import threading
@@ -72,11 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     dev = certs_sub.add_parser("device", help="issue a device certificate")
     dev.add_argument("name")
     dev.add_argument("--dir", default="var/pki")
+    col = certs_sub.add_parser("collector", help="issue another collector's certificate and allow it in the ACL")
+    col.add_argument("name", help="edgemon-collector-<suffix>, e.g. edgemon-collector-2")
+    col.add_argument("--dir", default="var/pki")
     return parser
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from edgemon_server.pki import LocalCA, mosquitto_conf  # noqa: PLC0415 - cryptography only for this command
+    from edgemon_server.pki import LocalCA, check_device_name, mosquitto_conf  # noqa: PLC0415 - cryptography here only
 
     ca = LocalCA(args.dir)
     print(
@@ -91,13 +94,18 @@ def _certs(args: argparse.Namespace) -> int:
         (ca.dir / "mosquitto.conf").write_text(mosquitto_conf(ca, 8883, ca.dir.resolve() / "mosquitto"))
         print(f"CA, broker (localhost) and collector certificates, an ACL and a mosquitto.conf in {ca.dir}")
         return 0
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", args.name):
-        print(f"edgemon-server: {args.name!r}: a device id holds only letters, digits, _ . : -", file=sys.stderr)
-        return 2
     if not ca.exists():
         print(f"edgemon-server: no CA in {ca.dir}: run 'edgemon-server certs init' first", file=sys.stderr)
         return 2
-    cert, key = ca.issue(args.name)
+    try:
+        if args.certs_command == "collector":
+            cert, key = ca.add_collector(args.name)
+        else:
+            check_device_name(args.name)
+            cert, key = ca.issue(args.name)
+    except (ValueError, FileExistsError) as exc:
+        print(f"edgemon-server: {exc}", file=sys.stderr)
+        return 2
     print(f"{cert}\n{key}")
     return 0
 

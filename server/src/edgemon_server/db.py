@@ -110,7 +110,10 @@ class Reject(Base):
     """A message that was not stored as samples, and why."""
 
     __tablename__ = "rejects"
-    __table_args__ = (Index("ix_rejects_device_received", "device_id", "received"),)
+    __table_args__ = (
+        Index("ix_rejects_device_received", "device_id", "received"),
+        Index("ix_rejects_device_seq", "device_id", "seq"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     received: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -119,6 +122,8 @@ class Reject(Base):
     reason: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    """The payload's ``seq`` when it could be read: a rejected seq is not missing, and never asked for again."""
 
 
 class CollectorHeartbeat(Base):

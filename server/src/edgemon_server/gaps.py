@@ -13,12 +13,29 @@ it died holding messages it could not acknowledge later.
 State is in memory; on the first payload of a device after a start, the
 tracker reads the device's newest ``history`` seqs from ``payloads``, so a
 restarted collector still finds the holes it had not healed.
+
+What is asked for is judged from what is **committed**, not from what this
+process saw: before a gap is asked for, the seqs of it that are in
+``payloads`` (stored by any collector: shared-subscription members each see
+part of every device's stream) or in ``rejects`` (a rejected payload is not
+missing; asking again would be rejected again) are taken out of it. With no
+loss there are therefore no resend requests, whatever the number of
+collectors.
+
+Bounds, so that one device cannot make the tracker expensive: gaps are kept
+per device in order (a lookup is a binary search), at most ``max_gaps`` per
+device (the oldest is given up, logged); a jump forward of more than
+``max_jump`` seqs is not a gap but a restarted stream (a device that lost its
+state directory, or a forged seq), reported once; at most
+``max_asks_per_device`` resend requests per device per sweep.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,9 +43,12 @@ from typing import Protocol
 
 from sqlalchemy import Engine, select
 
-from edgemon_server.db import Payload
+from edgemon_server.db import Payload, Reject
 
 log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0
+"""Seconds between two log lines about given-up gaps of one device."""
 
 
 class HasSeq(Protocol):
@@ -53,24 +73,40 @@ class Gap:
 class GapTracker:
     """Tracks open gaps per device (used by one writer thread)."""
 
-    def __init__(self, engine: Engine, resend_after: float, history: int = 2000, max_attempts: int = 5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        resend_after: float,
+        history: int = 2000,
+        max_attempts: int = 5,
+        max_gaps: int = 64,
+        max_jump: int = 100_000,
+        max_asks_per_device: int = 4,
+    ) -> None:
         """``resend_after`` 0 still tracks gaps but never asks for them."""
         self.engine = engine
         self.resend_after = resend_after
         self.history = history
         self.max_attempts = max_attempts
+        self.max_gaps = max_gaps
+        self.max_jump = max_jump
+        self.max_asks_per_device = max_asks_per_device
+        self.resets = 0
+        self.given_up = 0
+        self._logged: dict[str, tuple[float, int]] = {}
         self._max: dict[str, int] = {}
-        self._gaps: dict[str, list[Gap]] = defaultdict(list)
+        self._gaps: dict[str, list[Gap]] = defaultdict(list)  # sorted by first, not overlapping
 
     def observe(self, payloads: Iterable[HasSeq], now: float) -> None:
-        """Account for newly stored payloads (after their commit)."""
+        """Account for newly stored (or rejected) payloads, after their commit."""
         seqs: dict[str, list[int]] = defaultdict(list)
         for p in payloads:
             seqs[p.device_id].append(p.seq)
         for device, values in seqs.items():
             if device not in self._max:
                 self._load(device, now)
-                continue
+                if device not in self._max:
+                    self._max[device] = min(values) - 1
             for seq in sorted(values):
                 self._see(device, seq, now)
 
@@ -87,24 +123,50 @@ class GapTracker:
         if not seqs:
             return
         self._max[device] = seqs[-1]
-        self._gaps[device] = [Gap(device, a + 1, b - 1, now) for a, b in itertools.pairwise(seqs) if b > a + 1]
+        gaps = [Gap(device, a + 1, b - 1, now) for a, b in itertools.pairwise(seqs) if 1 < b - a <= self.max_jump + 1]
+        self._gaps[device] = gaps[-self.max_gaps :]
 
     def _see(self, device: str, seq: int, now: float) -> None:
         highest = self._max[device]
+        gaps = self._gaps[device]
         if seq > highest:
-            if seq > highest + 1:
-                self._gaps[device].append(Gap(device, highest + 1, seq - 1, now))
+            if seq - highest > self.max_jump + 1:
+                self.resets += 1
+                log.warning(  # rare by construction: each reset moves the stream's top by max_jump
+                    "seq jumped: treated as a restarted stream, not as missing payloads",
+                    extra={"device": device, "reason": f"from {highest} to {seq} (more than {self.max_jump})"},
+                )
+            elif seq > highest + 1:
+                gaps.append(Gap(device, highest + 1, seq - 1, now))
+                if len(gaps) > self.max_gaps:
+                    self._give_up(gaps.pop(0), f"more than {self.max_gaps} open gaps")
             self._max[device] = seq
             return
-        kept: list[Gap] = []
-        for gap in self._gaps[device]:
-            if gap.first <= seq <= gap.last:
-                for first, last in ((gap.first, seq - 1), (seq + 1, gap.last)):
-                    if first <= last:
-                        kept.append(Gap(device, first, last, gap.opened, gap.asked, gap.attempts))
-            else:
-                kept.append(gap)
-        self._gaps[device] = kept
+        i = bisect.bisect_right(gaps, seq, key=lambda g: g.first) - 1
+        if i < 0 or not gaps[i].first <= seq <= gaps[i].last:
+            return  # a duplicate, or older than what is tracked
+        gap = gaps[i]
+        parts = [
+            Gap(device, first, last, gap.opened, gap.asked, gap.attempts)
+            for first, last in ((gap.first, seq - 1), (seq + 1, gap.last))
+            if first <= last
+        ]
+        gaps[i : i + 1] = parts
+
+    def _give_up(self, gap: Gap, why: str) -> None:
+        """Count it; log it at most once a minute per device (a device forging seqs must not flood the log)."""
+        self.given_up += 1
+        last, quiet = self._logged.get(gap.device, (-LOG_EVERY, 0))
+        now = time.monotonic()
+        if now - last < LOG_EVERY:
+            self._logged[gap.device] = (last, quiet + 1)
+            return
+        self._logged[gap.device] = (now, 0)
+        more = f"; {quiet} more given up in the last minute" if quiet else ""
+        log.error(
+            "payloads missing; not asked for again",
+            extra={"device": gap.device, "reason": f"seq {gap.first}..{gap.last}: {why}{more}"},
+        )
 
     def open_gaps(self, device: str | None = None) -> list[Gap]:
         """The open gaps (of one device, or all)."""
@@ -113,28 +175,55 @@ class GapTracker:
         return [g for gaps in self._gaps.values() for g in gaps]
 
     def due(self, now: float) -> list[Gap]:
-        """Gaps to ask for now; marks them asked. A gap asked ``max_attempts`` times is given up (logged)."""
+        """Gaps to ask for now, without what is committed meanwhile; marks them asked.
+
+        A gap asked ``max_attempts`` times is given up (logged).
+        """
         if self.resend_after <= 0:
             return []
         out: list[Gap] = []
         for device, gaps in self._gaps.items():
+            ready = [g for g in gaps if self._ready(g, now)]
+            if not ready:
+                continue
+            self._verify(device, ready)
+            gaps = self._gaps[device]
+            asks = 0
             kept = []
             for gap in gaps:
-                wait = self.resend_after * (2**gap.attempts)
-                if now - (gap.asked if gap.asked is not None else gap.opened) < (
-                    wait if gap.asked is not None else self.resend_after
-                ):
+                if not self._ready(gap, now) or asks >= self.max_asks_per_device:
                     kept.append(gap)
                     continue
                 if gap.attempts >= self.max_attempts:
-                    log.error(
-                        "payloads missing; the device did not send them again",
-                        extra={"device": device, "reason": f"seq {gap.first}..{gap.last} after {gap.attempts} asks"},
-                    )
+                    self._give_up(gap, f"the device did not send them after {gap.attempts} asks")
                     continue
                 gap.asked = now
                 gap.attempts += 1
+                asks += 1
                 out.append(gap)
                 kept.append(gap)
             self._gaps[device] = kept
         return out
+
+    def _ready(self, gap: Gap, now: float) -> bool:
+        since = gap.opened if gap.asked is None else gap.asked
+        wait = self.resend_after * (1 if gap.asked is None else 2**gap.attempts)
+        return bool(now - since >= wait)
+
+    def _verify(self, device: str, ready: list[Gap]) -> None:
+        """Take out of ``device``'s gaps the seqs committed (by any collector) or rejected meanwhile."""
+        low, high = min(g.first for g in ready), max(g.last for g in ready)
+        with self.engine.connect() as conn:
+            present = set(
+                conn.execute(
+                    select(Payload.seq).where(Payload.device_id == device, Payload.seq.between(low, high))
+                ).scalars()
+            )
+            rejected = conn.execute(
+                select(Reject.seq).where(Reject.device_id == device, Reject.seq.between(low, high))
+            ).scalars()
+            present.update(seq for seq in rejected if seq is not None)
+        highest = self._max[device]
+        for seq in sorted(present):
+            if seq <= highest:
+                self._see(device, seq, 0.0)

@@ -2,10 +2,14 @@
 
 ``edgemon-server certs init`` creates a CA, a broker certificate for
 localhost/127.0.0.1 and a collector certificate (CN ``edgemon-collector``),
-plus a mosquitto ACL that lets each device write only under
-``devices/<its CN>/``; ``edgemon-server certs device NAME`` issues a device
-certificate whose CN is the device id. AWS IoT Core issues its own device
-certificates: use this only for your own broker.
+a mosquitto ACL that lets each device publish only its own
+``devices/<CN>/monitoring`` and ``.../alerts`` and read its own
+``.../commands/#``, and a mosquitto.conf that binds the client id to the
+certificate's CN (no session takeover), refuses retained messages and packets
+over 256 KB. ``certs device NAME`` issues a device certificate whose CN is
+the device id (reserved and over-long names refused); ``certs collector
+NAME`` another collector's. AWS IoT Core issues its own device certificates:
+use this only for your own broker.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -21,22 +26,55 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 COLLECTOR_CN = "edgemon-collector"
-ACL = """# edgemon: each device may publish only under its own prefix (CN = user name) and
-# read its own commands: the local twin of a per-thing AWS IoT policy.
-pattern write devices/%u/#
-pattern read devices/%u/commands/#
+"""The collectors' names: ``edgemon-collector`` and ``edgemon-collector-<n>`` (one certificate each)."""
+SERVER_CN = "localhost"
+RESERVED = ("ca", SERVER_CN)
+DEVICE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""A device name: the protocol's device-id characters, and at most 64 (an X.509 CN's upper bound)."""
+MAX_PACKET = 256 * 1024
+"""Largest MQTT packet the broker accepts: the agent's 128 KB payload limit (AWS IoT Core's) with room to spare."""
 
-user edgemon-collector
-topic read devices/#
+ACL_HEAD = """# edgemon: what each identity (certificate CN = user name = client id) may do.
+# Devices: publish their own payloads and alerts, read their own commands (the local twin of a
+# per-thing AWS IoT policy). Explicit topics, no '#': a CN like 'dev-b/monitoring' gets nothing.
+pattern write devices/%u/monitoring
+pattern write devices/%u/alerts
+pattern read devices/%u/commands/#
+"""
+
+COLLECTOR_ACL = """
+user {name}
+topic read devices/+/monitoring
+topic read devices/+/alerts
 topic write devices/+/commands/#
 """
 
 
+def check_device_name(name: str) -> None:
+    """Refuse names that are not device ids, are too long for a CN, or would impersonate a service.
+
+    Raises:
+        ValueError: with the reason.
+    """
+    if not DEVICE_RE.fullmatch(name):
+        raise ValueError(f"{name[:80]!r}: a device name is 1-64 of letters, digits, _ . : -")
+    if name.lower() in RESERVED or name.lower().startswith(COLLECTOR_CN):
+        raise ValueError(f"{name!r} is reserved (the CA, the broker and the collectors use it)")
+
+
+def collector_name(n: int | None = None) -> str:
+    """``edgemon-collector`` or ``edgemon-collector-<n>``."""
+    return COLLECTOR_CN if n is None else f"{COLLECTOR_CN}-{n}"
+
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.chmod(0o600)
+    # Created 0600 (never readable by others, not even for a moment), and never over an existing key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 class LocalCA:
@@ -73,12 +111,27 @@ class LocalCA:
         )
         self.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.ca_key_path, key)
-        self.issue("localhost", server=True)
-        self.issue(COLLECTOR_CN)
-        (self.dir / "acl").write_text(ACL)
+        self.issue(SERVER_CN, server=True)
+        (self.dir / "acl").write_text(ACL_HEAD)
+        self.add_collector(COLLECTOR_CN)
+
+    def add_collector(self, name: str) -> tuple[Path, Path]:
+        """Issue a collector's certificate and give it the collectors' rights in the ACL."""
+        if name != COLLECTOR_CN and not re.fullmatch(re.escape(COLLECTOR_CN) + r"-[a-z0-9]{1,16}", name):
+            raise ValueError(f"{name!r}: a collector is {COLLECTOR_CN} or {COLLECTOR_CN}-<1-16 of a-z 0-9>")
+        paths = self.issue(name)
+        with open(self.dir / "acl", "a", encoding="utf-8") as fh:
+            fh.write(COLLECTOR_ACL.format(name=name))
+        return paths
 
     def issue(self, cn: str, server: bool = False, days: int = 825) -> tuple[Path, Path]:
-        """Issue ``<cn>.crt`` and ``<cn>.key``; returns their paths."""
+        """Issue ``<cn>.crt`` and ``<cn>.key``; returns their paths.
+
+        Raises:
+            FileExistsError: a certificate of that name exists (nothing is overwritten).
+        """
+        if (self.dir / f"{cn}.crt").exists() or (self.dir / f"{cn}.key").exists():
+            raise FileExistsError(f"{self.dir / cn}.crt or .key exists; not overwriting")
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
         ca_key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -118,15 +171,20 @@ def mosquitto_conf(ca: LocalCA, port: int, workdir: Path) -> str:
         "persistence true",
         f"persistence_location {workdir}/",
         f"log_dest file {workdir}/mosquitto.log",
-        "max_queued_messages 0",  # never drop silently for a slow subscriber (ANCHORS trap 1)
+        # Past 1000 queued messages (the default) mosquitto drops silently for a slow subscriber.
+        "max_queued_messages 0",
+        f"max_packet_size {MAX_PACKET}",  # a 10 MB publish is refused, not buffered by broker and collector
+        "retain_available false",  # no retained copy of a message on any device topic
         f"listener {port} 127.0.0.1",
         f"cafile {ca.ca_path}",
         f"certfile {ca.dir / 'localhost.crt'}",
         f"keyfile {ca.dir / 'localhost.key'}",
         "require_certificate true",
         "use_identity_as_username true",
+        # The client id is the certificate's CN: nobody can take over another client's session.
+        "use_username_as_clientid true",
         f"acl_file {ca.dir / 'acl'}",
     ]
     if os.geteuid() == 0:
-        lines.insert(0, "user root")  # else it drops to 'mosquitto', who cannot read the keys (trap 12)
+        lines.insert(0, "user root")  # else it drops to 'mosquitto', who cannot read the keys
     return "\n".join(lines) + "\n"

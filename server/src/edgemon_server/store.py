@@ -15,6 +15,7 @@ driver's speed); the ORM models only define the schema.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -31,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
-from edgemon_server.validate import Accepted, Limits, RejectedError, device_of, escape, parse
+from edgemon_server.validate import MAX_SEQ, Accepted, Limits, RejectedError, device_of, escape, parse
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,28 @@ class Message:
     received: float
     ack: Any = None
     """awscrt's acknowledgement handle (QoS 1), sent back only after the commit."""
+
+
+@dataclass
+class Seen:
+    """A seq of a device that arrived (stored or rejected)."""
+
+    device_id: str
+    seq: int
+
+
+def rejected_seq(msg: Message) -> int | None:
+    """The ``seq`` of a rejected message, when its JSON has a plausible one (best effort, never raises)."""
+    if len(msg.body) > 1024 * 1024:
+        return None
+    try:
+        doc = json.loads(msg.body)
+    except (ValueError, RecursionError):
+        return None
+    seq = doc.get("seq") if isinstance(doc, dict) else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ:
+        return seq
+    return None
 
 
 @dataclass
@@ -163,12 +186,16 @@ class Store:
                             "reason": reason,
                             "size": len(m.body),
                             "payload": m.body[:KEEP_BYTES],
+                            "seq": rejected_seq(m),
                         }
                         for m, reason in rejects
                     ],
                 )
         if self.gaps is not None:
             self.gaps.observe(new, now)
+            # A rejected seq is not missing: it is never asked for again.
+            seen = [Seen(d, q) for m, _ in rejects if (d := device_of(m.topic)) and (q := rejected_seq(m)) is not None]
+            self.gaps.observe(seen, now)
         return result
 
     def heartbeat(self, collector_id: str, started: float, stats: dict[str, Any]) -> None:

@@ -31,6 +31,10 @@ RULE_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 FIELDS = frozenset({"schema", "device_id", "ts", "seq", "interval", "metrics", "alerts"})
 SEVERITIES = frozenset({"info", "warning", "critical"})
 MAX_STRING = 256
+MAX_SEQ = 2**53 - 1
+"""Largest ``seq``: exact in a double, so in JavaScript (the dashboard) and in every counter derived from it."""
+MAX_INTERVAL = 86400.0
+"""Largest ``interval`` (the agent's own bound): a larger one would keep a silent device "online" for ever."""
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,11 @@ def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
     if ts_ms > (now + limits.max_future_s) * 1000:
         raise RejectedError(f"ts {doc['ts']} is more than {limits.max_future_s:g} s ahead of the server's clock")
     seq = doc["seq"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
-        raise RejectedError(f"seq: {str(seq)[:40]!r} is not an integer >= 0")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise RejectedError(f"seq: {str(seq)[:40]!r} is not an integer from 0 to 2^53-1")
     interval = doc["interval"]
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval < math.inf:
-        raise RejectedError(f"interval: {str(interval)[:40]!r} is not a number > 0")
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= MAX_INTERVAL:
+        raise RejectedError(f"interval: {str(interval)[:40]!r} is not a number of seconds > 0 and <= 86400")
     metrics = doc["metrics"]
     if not isinstance(metrics, dict):
         raise RejectedError("metrics: not an object")
