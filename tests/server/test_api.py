@@ -197,7 +197,24 @@ BAD = [
     ("/api/v1/devices/sim-b/series?metric=cpu%00", 400, "NUL"),
     ("/api/v1/devices?cursor=WyJhIiwgIlx1MDAwMCJd", 400, "cursor"),  # ["a", "\u0000"]
     ("/api/v1/devices?sort=-last_seen&cursor=WzEsICJzaW0tYSJd", 200, ""),  # [1, "sim-a"]: a valid shape
+    # Found as 500s by a hostile tester: far relative and offset times, cursors of the wrong kind or size.
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&from=-999999d", 400, "from"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&from=0001-01-01T00:00:00%2B14:00", 400, "from"),
+    ("/api/v1/devices/sim-b/series?metric=cpu-percent&to=9999-12-31T23:59:59-14:00", 400, "to"),
+    ("/api/v1/devices?sort=-last_seen&cursor=W3RydWUsICJzaW0tYSJd", 400, "cursor"),
+    ("/api/v1/devices?sort=-last_seen&cursor=WzE4NDQ2NzQ0MDczNzA5NTUxNjE2LCAic2ltLWEiXQ", 400, "cursor"),
+    ("/api/v1/rejects?cursor=MTE4MDU5MTYyMDcxNzQxMTMwMzQyNA", 400, "cursor"),
+    ("/api/v1/rejects?cursor=dHJ1ZQ", 400, "cursor"),
 ]
+
+
+def test_a_dashboard_path_too_long_for_the_file_system_is_not_a_500(engine, tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><title>edgemon</title>")
+    app = create_app(engine, ApiSettings(rate_limit=""), dashboard=tmp_path)
+    response = app.test_client().get("/" + "a" * 300)
+    assert response.status_code == 200, "a client-side route: the dashboard's index.html"
+    assert b"edgemon" in response.get_data()
+    response.close()
 
 
 @pytest.mark.parametrize(("url", "status", "message"), BAD, ids=[b[0][:60] for b in BAD])

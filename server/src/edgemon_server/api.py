@@ -79,7 +79,7 @@ def parse_time(value: str, name: str, now_ms: int) -> int:
     if value == "now":
         return now_ms
     if match := RELATIVE_RE.fullmatch(value):
-        return now_ms - int(match[1]) * UNITS[match[2]]
+        return _in_range(now_ms - int(match[1]) * UNITS[match[2]], name, value)
     try:
         seconds = float(value)
     except ValueError:
@@ -97,9 +97,19 @@ def parse_time(value: str, name: str, now_ms: int) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     try:
-        return to_ms(when)
+        return _in_range(to_ms(when), name, value)
     except (OverflowError, ValueError, OSError):
         raise ApiError(400, f"{name}: {value!r} is out of range") from None
+
+
+MAX_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last time every database, Python and JavaScript can represent."""
+
+
+def _in_range(ms: int, name: str, value: str) -> int:
+    if not 0 <= ms <= MAX_MS:
+        raise ApiError(400, f"{name}: {value!r} is out of range (1970 to 9999)")
+    return ms
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -182,8 +192,10 @@ def devices() -> Response:
             raise ApiError(400, "cursor: not a cursor returned by this API")
         if not DEVICE_RE.fullmatch(after[1]) or (sort == "id" and after[0] != after[1]):
             raise ApiError(400, "cursor: not a cursor returned by this API")
-        if sort != "id" and not isinstance(after[0], int):
+        if sort != "id" and not (isinstance(after[0], int) and not isinstance(after[0], bool)):
             raise ApiError(400, "cursor: does not belong to this sort order")
+        if sort != "id" and not -(2**63) < after[0] < 2**63:
+            raise ApiError(400, "cursor: not a cursor returned by this API")
     rows = conn().execute(q.devices_page(prefix, sort, descending, after, limit)).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -325,7 +337,7 @@ def rejects() -> Response:
     before = None
     if raw := request.args.get("cursor"):
         before = decode_cursor(raw[:64])
-        if not isinstance(before, int) or isinstance(before, bool):
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 2**63:
             raise ApiError(400, "cursor: not a cursor returned by this API")
     rows = conn().execute(q.rejects_page(device_filter or None, before, limit)).all()
     more = len(rows) > limit
@@ -424,13 +436,23 @@ DASHBOARD = Path(__file__).parent / "static"
 """Where ``npm run build`` in ``frontend/`` puts the dashboard."""
 
 
+def _is_file(directory: Path, path: str) -> bool:
+    """``path`` names a file of the built dashboard (a name too long for the file system is not one)."""
+    if len(path) > 1024:
+        return False
+    try:
+        return (directory / path).is_file()
+    except OSError:  # ENAMETOOLONG, ELOOP
+        return False
+
+
 def _dashboard(directory: Path) -> Callable[..., Any]:
     def serve(path: str = "") -> Any:
         if path.startswith("api/"):
             raise ApiError(404, f"no such endpoint: /{path[:200]}")
         if not (directory / "index.html").is_file():
             return jsonify({"error": "the dashboard is not built: run `make run` or `npm run build` in frontend/"}), 404
-        if path and (directory / path).is_file():
+        if path and _is_file(directory, path):
             response = send_from_directory(directory, path)
             if path.startswith("assets/"):  # content-hashed file names
                 response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
