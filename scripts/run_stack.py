@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -56,6 +57,25 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
+def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until ``/healthz`` says 200: the collector has written its first heartbeat."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"edgemon-server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                r.read()
+                return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")[:300]
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"edgemon-server is not healthy after {timeout:g} s: {last}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--var", default=os.environ.get("EDGEMON_RUN_VAR", "var"))
@@ -83,7 +103,7 @@ def main() -> int:
     ca = LocalCA(var / "pki")
     if not ca.exists():
         ca.init()
-    device = re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:128] or "this-host"
+    device = re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:64] or "this-host"
     if not (ca.dir / f"{device}.crt").exists():
         ca.issue(device)
     mqtt_port = port_or_free(args.mqtt_port)
@@ -151,8 +171,7 @@ def main() -> int:
         }
         start("agent", [str(BIN / "edgemon-agent"), "run"], agent_env)
         url = f"http://127.0.0.1:{http_port}/"
-        with urllib.request.urlopen(url + "healthz", timeout=5) as r:
-            r.read()
+        wait_healthy(url + "healthz", server)
         print(f"edgemon is running: dashboard {url}  (device {device}; {transport})", flush=True)
         print(f"logs in {var / 'logs'}; Ctrl-C stops everything", flush=True)
         while not stopping:

@@ -76,3 +76,25 @@ def test_nothing_is_acknowledged_while_the_database_is_down(broker, pki, sqlite_
         up.stop(timeout=5)
         fleet.stop()
         engine.dispose()
+
+
+def test_the_ingest_queue_is_bounded_by_bytes_too():
+    import queue
+
+    from edgemon_server.collector import ByteBoundedQueue
+    from edgemon_server.store import Message
+
+    q = ByteBoundedQueue(maxsize=1000, max_bytes=1000)
+    q.put_nowait(Message("t", b"x" * 600, 0))
+    q.put_nowait(Message("t", b"x" * 600, 0))  # one message may cross the bound
+    with pytest.raises(queue.Full):
+        q.put_nowait(Message("t", b"x", 0))
+    assert q.bytes == 1200
+    q.get_nowait()
+    q.put_nowait(Message("t", b"x" * 100, 0))
+    assert (len(q.queue), q.bytes) == (2, 700)
+    q.get_nowait()
+    q.get_nowait()
+    assert q.empty()
+    q.put_nowait(Message("t", b"x" * 5000, 0))
+    assert not q.empty(), "a message larger than the bound still gets through, alone"
