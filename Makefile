@@ -18,7 +18,7 @@ AGENT_TESTS := tests/core tests/plugins tests/transport
 NPM_STAMP := frontend/node_modules/.installed
 DASHBOARD := server/src/edgemon_server/static/index.html
 
-.PHONY: pytest-oldest install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
+.PHONY: fuzz pytest-oldest install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -116,6 +116,10 @@ system-deps-run:
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	    fi; \
 	fi
+
+# The store path under hostile input for longer than `make test` runs it.
+fuzz: install
+	EDGEMON_FUZZ_EXAMPLES=$${EDGEMON_FUZZ_EXAMPLES:-5000} $(BIN)/pytest -q tests/server/test_fuzz_ingest.py -p no:cacheprovider
 
 bench: install
 	$(BIN)/python benchmarks/agent_overhead.py
