@@ -294,3 +294,17 @@ def test_a_validation_bug_costs_one_message_not_the_batch(store, engine, monkeyp
     with engine.connect() as conn:
         (reason,) = conn.execute(select(Reject.reason)).scalars().all()
     assert reason == "validation failed unexpectedly: TypeError: unhashable type: 'list'"
+
+
+def test_dead_letters_are_capped_per_device_and_expire(store, engine):
+    now = time.time()
+    bad = [Message("devices/dev-spam/monitoring", b"{broken %d" % i, now) for i in range(30)]
+    store.write(bad, now=now)
+    store.write([Message("devices/dev-other/monitoring", b"{broken", now - 8 * 86400)], now=now)
+    deleted = store.prune_rejects(now, keep_days=7, per_device=10)
+    assert deleted == 21
+    with engine.connect() as conn:
+        rows = conn.execute(select(Reject.device_id, Reject.payload).order_by(Reject.id)).all()
+    assert [d for d, _ in rows] == ["dev-spam"] * 10
+    assert rows[-1][1] == b"{broken 29", "the newest are kept"
+    assert rows[0][1] == b"{broken 20"

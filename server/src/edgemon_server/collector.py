@@ -87,6 +87,9 @@ def client_id_for(config: ServerConfig) -> str:
     return "edgemon-collector"
 
 
+PRUNE_EVERY = 300.0
+"""Seconds between two prunings of the dead letters (expired, over the per-device cap)."""
+
 QUEUE_BYTES = 64 * 1024 * 1024
 """Bytes of messages queued for the writer at most; past it the broker's I/O thread waits (backpressure)."""
 
@@ -335,6 +338,7 @@ class Collector:
     def _write_loop(self) -> None:
         last_sweep = 0.0
         last_beat = 0.0
+        last_prune = time.monotonic()
         batch: list[Message] = []
         delay = 0.5
         while not (self._stop.is_set() and self.queue.empty() and not batch):
@@ -377,6 +381,14 @@ class Collector:
                     self._ask_for_gaps()
                 except Exception as exc:  # noqa: BLE001 - asking for resends is best effort; storing goes on
                     log.error("could not ask for missing payloads", extra={"reason": repr(exc)[:300]})
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                try:
+                    pruned = self.store.prune_rejects(time.time())
+                    if pruned:
+                        log.info("dead letters pruned", extra={"reason": f"{pruned} rows (expired or over the cap)"})
+                except SQLAlchemyError as exc:
+                    log.warning("dead letters not pruned", extra={"reason": str(exc).splitlines()[0][:200]})
             if now - last_beat >= HEARTBEAT_EVERY:
                 last_beat = now
                 try:
