@@ -187,3 +187,30 @@ def test_two_shared_collectors_one_killed_lose_nothing(broker, pki, sqlite_url, 
     first_stored = [r for r in first.records() if r.get("msg") == "subscribed"]
     assert first_stored, "the killed member had joined the group"
     assert "$share/ingest/devices/+/monitoring" in json.dumps(second.records())
+
+
+def test_poison_messages_never_stop_ingest_even_after_a_restart(broker, pki, sqlite_url, run_collector, collector_env):
+    from tests.server.test_store import poison_messages
+
+    env = collector_env(sqlite_url)
+    collector = run_collector(env)
+    collector.wait_subscribed()
+    fleet = Fleet(broker, pki, 1, prefix="pois")
+    name = fleet.devices[0].name
+    fleet.raw(0, json.dumps(payload(name, 0)).encode())
+    for poison in poison_messages(name):
+        fleet.raw(0, poison.body)
+    fleet.raw(0, json.dumps(payload(name, 1)).encode())
+    assert wait_rows(sqlite_url, 2, 20)[0] == 2
+    assert collector.proc.poll() is None, "the collector is alive"
+    collector.stop()
+    again = run_collector(env)  # a restart: nothing poisonous is redelivered, ingest goes on
+    again.wait_subscribed()
+    fleet.raw(0, json.dumps(payload(name, 2)).encode())
+    assert wait_rows(sqlite_url, 3, 20)[0] == 3
+    assert again.proc.poll() is None
+    eng = make_engine(sqlite_url)
+    with eng.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Reject)) == 4
+    eng.dispose()
+    fleet.stop()

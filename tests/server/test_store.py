@@ -308,3 +308,16 @@ def test_dead_letters_are_capped_per_device_and_expire(store, engine):
     assert [d for d, _ in rows] == ["dev-spam"] * 10
     assert rows[-1][1] == b"{broken 29", "the newest are kept"
     assert rows[0][1] == b"{broken 20"
+
+
+def test_reject_log_lines_are_rate_limited_per_device(store, caplog):
+    import logging
+
+    from edgemon_server import store as store_mod
+
+    with caplog.at_level(logging.WARNING, logger="edgemon_server"):
+        store.write([Message("devices/dev-loud/monitoring", b"{x", time.time()) for _ in range(100)])
+        store.write([Message("devices/dev-quiet/monitoring", b"{x", time.time())])
+    lines = [r for r in caplog.records if r.getMessage() == "payload rejected"]
+    assert sum(r.device == "dev-loud" for r in lines) == store_mod.REJECT_LOGS
+    assert sum(r.device == "dev-quiet" for r in lines) == 1, "one loud device does not silence the others"

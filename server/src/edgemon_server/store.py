@@ -41,6 +41,8 @@ SERIES = Base.metadata.tables["series"]
 SAMPLES = Base.metadata.tables["samples"]
 PAYLOADS = Base.metadata.tables["payloads"]
 REJECTS = Base.metadata.tables["rejects"]
+REJECT_LOGS = 20
+"""Log lines about one device's rejects per minute at most (the rest are counted, then summarised)."""
 REJECTS_KEEP_DAYS = 7.0
 """Dead letters are kept this long (enough to find and fix the sender)."""
 REJECTS_PER_DEVICE = 1000
@@ -116,6 +118,7 @@ class Store:
         self.max_cached_series = 1_000_000
         self._attrs: dict[str, dict[str, str]] = {}
         self._devices: set[str] = set()
+        self._reject_logs: dict[str, tuple[float, int, int]] = {}
 
     def write(self, messages: Sequence[Message], now: float | None = None) -> Result:
         """Validate and store ``messages`` in one transaction; returns the counts.
@@ -163,10 +166,25 @@ class Store:
                     result += self.write([msg], now)
                 return result
         for msg, reason in rejects:
-            log.warning(
-                "payload rejected", extra={"device": device_of(msg.topic), "topic": msg.topic, "reason": reason}
-            )
+            self._log_reject(msg, reason)
         return result
+
+    def _log_reject(self, msg: Message, reason: str) -> None:
+        """At most ``REJECT_LOGS`` lines per device a minute, then one line saying how many were not logged."""
+        device = device_of(msg.topic) or "?"
+        now = time.monotonic()
+        window, logged, quiet = self._reject_logs.get(device, (now, 0, 0))
+        if now - window >= 60:
+            if quiet:
+                log.warning(
+                    "payload rejects not logged", extra={"device": device, "reason": f"{quiet} in the last minute"}
+                )
+            window, logged, quiet = now, 0, 0
+        if logged >= REJECT_LOGS:
+            self._reject_logs[device] = (window, logged, quiet + 1)
+            return
+        self._reject_logs[device] = (window, logged + 1, quiet)
+        log.warning("payload rejected", extra={"device": device, "topic": escape(msg.topic, 200), "reason": reason})
 
     def _transaction(self, accepted: list[Accepted], rejects: list[tuple[Message, str]], now: float) -> Result:
         result = Result(rejected=len(rejects))
