@@ -98,3 +98,68 @@ def test_the_ingest_queue_is_bounded_by_bytes_too():
     assert q.empty()
     q.put_nowait(Message("t", b"x" * 5000, 0))
     assert not q.empty(), "a message larger than the bound still gets through, alone"
+
+
+class BrokenStore(Store):
+    """A store whose writer itself is broken (a bug, not a message): not an OperationalError."""
+
+    def write(self, messages, now=None):
+        raise RuntimeError("the writer's own bug")
+
+
+def test_a_broken_writer_stops_the_collector_visibly_and_acknowledges_nothing(broker, pki, sqlite_url, caplog):
+    ident = pki.issue(COLLECTOR_CN)
+    mqtt = MqttSettings(
+        endpoint="localhost", port=broker.port, ca=str(pki.ca_path), cert=str(ident.cert), key=str(ident.key)
+    )
+    config = ServerConfig(server=ServerSettings(database_url=sqlite_url, client_id="collector-db"), mqtt=mqtt)
+    engine = make_engine(sqlite_url)
+    migrations.upgrade(engine)
+    collector = Collector(config, BrokenStore(engine))
+    fatal: list[str] = []
+    collector.on_fatal = fatal.append
+    collector.start()
+    try:
+        assert collector.connected.wait(10)
+        time.sleep(0.3)
+        fleet = Fleet(broker, pki, 1, prefix="brk")
+        fleet.publish(1)
+        assert wait(lambda: bool(fatal), 10)
+        assert fatal == ["RuntimeError: the writer's own bug"]
+        assert collector.stats.state == "failed"
+        assert "collector writer failed; stopping" in caplog.text
+        fleet.stop()
+    finally:
+        collector.stop(timeout=5)
+        engine.dispose()
+    assert collector.stats.state == "failed", "stop() does not hide the failure"
+
+
+def test_the_collect_command_exits_70_when_its_writer_dies(monkeypatch, sqlite_url):
+    from edgemon_server import cli
+
+    class FakeCollector:
+        def __init__(self, *_a, **_k):
+            from edgemon_server.collector import CollectorStats
+
+            self.stats = CollectorStats()
+            self.topic, self.client_id = "t", "c"
+            self.on_fatal = lambda _r: None
+
+        def start(self):
+            self.stats.fatal = "RuntimeError: boom"
+            self.on_fatal(self.stats.fatal)
+
+        def stop(self):
+            pass
+
+    from edgemon_server.config import load
+
+    monkeypatch.setattr("edgemon_server.collector.Collector", FakeCollector)
+    monkeypatch.setattr(cli.signal, "signal", lambda *_a: None)  # leave pytest's own handlers alone
+    config = load(None, environ={})
+    engine = make_engine(sqlite_url)
+    try:
+        assert cli._collect(config, engine) == cli.EXIT_WRITER_FAILED == 70
+    finally:
+        engine.dispose()

@@ -311,7 +311,7 @@ class Collector:
 
     def _on_disconnect(self, data: Any) -> None:
         self.connected.clear()
-        if self.stats.state != "stopped":
+        if self.stats.state not in ("stopped", "failed"):
             self.stats.state = "disconnected"
             log.warning("collector disconnected", extra={"reason": repr(getattr(data, "exception", None))})
 
