@@ -156,7 +156,7 @@ def test_the_collect_command_exits_70_when_its_writer_dies(monkeypatch, sqlite_u
     from edgemon_server.config import load
 
     monkeypatch.setattr("edgemon_server.collector.Collector", FakeCollector)
-    monkeypatch.setattr(cli.signal, "signal", lambda *_a: None)  # leave pytest's own handlers alone
+    monkeypatch.setattr("signal.signal", lambda *_a: None)  # leave pytest's own handlers alone
     config = load(None, environ={})
     engine = make_engine(sqlite_url)
     try:
