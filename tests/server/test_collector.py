@@ -214,3 +214,37 @@ def test_poison_messages_never_stop_ingest_even_after_a_restart(broker, pki, sql
         assert conn.scalar(select(func.count()).select_from(Reject)) == 4
     eng.dispose()
     fleet.stop()
+
+
+def test_a_gap_bomb_beside_an_honest_fleet(broker, pki, sqlite_url, run_collector, collector_env):
+    """One device jumps its seq to 10^12 and then sends every second seq; honest devices keep a lag
+    under a second and the resend requests stay bounded."""
+    collector = run_collector(collector_env(sqlite_url))
+    collector.wait_subscribed()
+    honest = Fleet(broker, pki, 5, prefix="hon", pace=0.2)
+    bomb = Fleet(broker, pki, 1, prefix="bomb", window=64)
+    name = bomb.devices[0].name
+    honest.publish(40)
+    bodies = []
+    for i in range(2000):
+        doc = payload(name, i % 1000)
+        doc["seq"] = 10**12 + 2 * i if i else 1
+        bodies.append(json.dumps(doc).encode())
+    for body in bodies:
+        bomb.raw(0, body)
+    assert honest.wait(60)
+    assert wait_rows(sqlite_url, 5 * 40 + 2000, 60)[0] == 5 * 40 + 2000
+    time.sleep(3)  # sweeps after the bomb
+    eng = make_engine(sqlite_url)
+    with eng.connect() as conn:
+        received = {(d, s): r for d, s, r in conn.execute(select(Payload.device_id, Payload.seq, Payload.received))}
+    eng.dispose()
+    lags = sorted(received[(d.name, s)] / 1000 - t for d in honest.devices for s, t in d.published_at.items())
+    assert lags[int(len(lags) * 0.99) - 1] < 1.0, f"honest lag p99 {lags[int(len(lags) * 0.99) - 1]:.2f} s"
+    asks = [r for r in collector.records() if r.get("msg") == "asked a device for missing payloads"]
+    assert len(asks) <= 40, f"{len(asks)} resend requests"
+    given_up = [r for r in collector.records() if r.get("msg") == "payloads missing; not asked for again"]
+    assert len(given_up) <= 2, "give-ups are logged once a minute per device"
+    assert collector.proc.poll() is None
+    honest.stop()
+    bomb.stop()
