@@ -41,11 +41,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 
 from edgemon_server.db import Payload, Reject
 
 log = logging.getLogger(__name__)
+
+VERIFY_BATCH = 50
+"""Devices whose gaps are checked against the database in one query."""
 
 LOG_EVERY = 60.0
 """Seconds between two log lines about given-up gaps of one device."""
@@ -181,12 +184,16 @@ class GapTracker:
         """
         if self.resend_after <= 0:
             return []
-        out: list[Gap] = []
+        spans = {}
         for device, gaps in self._gaps.items():
             ready = [g for g in gaps if self._ready(g, now)]
-            if not ready:
-                continue
-            self._verify(device, ready)
+            if ready:
+                spans[device] = (min(g.first for g in ready), max(g.last for g in ready))
+        if not spans:
+            return []
+        self._verify(spans)
+        out: list[Gap] = []
+        for device in spans:
             gaps = self._gaps[device]
             asks = 0
             kept = []
@@ -210,20 +217,25 @@ class GapTracker:
         wait = self.resend_after * (1 if gap.asked is None else 2**gap.attempts)
         return bool(now - since >= wait)
 
-    def _verify(self, device: str, ready: list[Gap]) -> None:
-        """Take out of ``device``'s gaps the seqs committed (by any collector) or rejected meanwhile."""
-        low, high = min(g.first for g in ready), max(g.last for g in ready)
+    def _verify(self, spans: dict[str, tuple[int, int]]) -> None:
+        """Take out of the gaps the seqs committed (by any collector) or rejected meanwhile.
+
+        One query per table for up to :data:`VERIFY_BATCH` devices (an ``OR`` of per-device seq
+        ranges on the primary key): a shared-subscription member verifies every other seq of
+        every device, so this runs for most devices on every sweep.
+        """
+        devices = list(spans)
         with self.engine.connect() as conn:
-            present = set(
-                conn.execute(
-                    select(Payload.seq).where(Payload.device_id == device, Payload.seq.between(low, high))
-                ).scalars()
-            )
-            rejected = conn.execute(
-                select(Reject.seq).where(Reject.device_id == device, Reject.seq.between(low, high))
-            ).scalars()
-            present.update(seq for seq in rejected if seq is not None)
-        highest = self._max[device]
-        for seq in sorted(present):
-            if seq <= highest:
-                self._see(device, seq, 0.0)
+            for start in range(0, len(devices), VERIFY_BATCH):
+                chunk = devices[start : start + VERIFY_BATCH]
+                present: dict[str, set[int]] = defaultdict(set)
+                for table in (Payload, Reject):
+                    cond = or_(*(and_(table.device_id == d, table.seq.between(*spans[d])) for d in chunk))
+                    for device, seq in conn.execute(select(table.device_id, table.seq).where(cond)):
+                        if device is not None and seq is not None:
+                            present[device].add(seq)
+                for device, seqs in present.items():
+                    highest = self._max[device]
+                    for seq in sorted(seqs):
+                        if seq <= highest:
+                            self._see(device, seq, 0.0)
