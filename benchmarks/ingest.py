@@ -15,7 +15,6 @@ Run: ``.venv/bin/python benchmarks/ingest.py [--devices 100 --payloads 200]``
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sqlite3
 import statistics
@@ -33,7 +32,7 @@ from sqlalchemy import func, select, text
 from edgemon_server import migrations
 from edgemon_server.db import Payload, make_engine
 from tests.fleet import SAMPLES_PER_PAYLOAD, START, Fleet
-from tests.harness import COLLECTOR_CN, Mosquitto, Pki
+from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 
@@ -64,17 +63,7 @@ def raw_sqlite_limit(workdir: Path, rows: int = 1_000_000) -> float:
 def end_to_end(url: str, broker: Mosquitto, pki: Pki, devices: int, payloads: int, tag: str) -> dict[str, float]:
     migrations.upgrade(make_engine(url))
     ident = pki.issue(COLLECTOR_CN)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")},
-        "EDGEMON_DATABASE_URL": url,
-        "EDGEMON_MQTT_ENDPOINT": "localhost",
-        "EDGEMON_MQTT_PORT": str(broker.port),
-        "EDGEMON_MQTT_CA": str(pki.ca_path),
-        "EDGEMON_MQTT_CERT": str(ident.cert),
-        "EDGEMON_MQTT_KEY": str(ident.key),
-        "EDGEMON_CLIENT_ID": f"bench-{tag}",
-        "EDGEMON_LOG_LEVEL": "warning",
-    }
+    env = collector_process_env(broker, ident, url, EDGEMON_CLIENT_ID=f"bench-{tag}", EDGEMON_LOG_LEVEL="warning")
     collector = subprocess.Popen([str(SERVER_BIN), "collect"], env=env)
     time.sleep(2.0)
     fleet = Fleet(broker, pki, devices, prefix=f"b{tag}", window=32)

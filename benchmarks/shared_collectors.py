@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from sqlalchemy import func, select
 from edgemon_server import migrations
 from edgemon_server.db import Payload, make_engine
 from tests.fleet import SAMPLES_PER_PAYLOAD, Fleet
-from tests.harness import COLLECTOR_CN, Mosquitto, Pki
+from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 
@@ -54,19 +53,15 @@ def run(work: Path, broker: Mosquitto, pki: Pki, members: int, devices: int, sec
     procs = []
     for i in range(1, members + 1):
         ident = pki.issue(f"{COLLECTOR_CN}-{i}")
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")},
-            "EDGEMON_DATABASE_URL": url,
-            "EDGEMON_MQTT_ENDPOINT": "localhost",
-            "EDGEMON_MQTT_PORT": str(broker.port),
-            "EDGEMON_MQTT_CA": str(pki.ca_path),
-            "EDGEMON_MQTT_CERT": str(ident.cert),
-            "EDGEMON_MQTT_KEY": str(ident.key),
-            "EDGEMON_CLIENT_ID": f"collector-{i}",
-            "EDGEMON_LOG_FORMAT": "json",
-            "EDGEMON_RESEND_AFTER": "2",
+        env = collector_process_env(
+            broker,
+            ident,
+            url,
+            EDGEMON_CLIENT_ID=f"collector-{i}",
+            EDGEMON_LOG_FORMAT="json",
+            EDGEMON_RESEND_AFTER="2",
             **({"EDGEMON_SHARED_GROUP": "ingest"} if members > 1 else {}),
-        }
+        )
         log = open(work / f"m{members}-c{i}.log", "wb")  # noqa: SIM115 - closed with the process below
         procs.append((subprocess.Popen([str(SERVER_BIN), "collect"], env=env, stdout=log, stderr=log), log))
     time.sleep(3.0)

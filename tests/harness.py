@@ -24,6 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -219,6 +220,40 @@ class Mosquitto:
         return self.log.read_text() if self.log.exists() else ""
 
 
+def collector_process_env(broker: Mosquitto, identity: Identity, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``edgemon-server collect`` process on ``broker`` as ``identity``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")},
+        "EDGEMON_DATABASE_URL": database_url,
+        "EDGEMON_MQTT_ENDPOINT": "localhost",
+        "EDGEMON_MQTT_PORT": str(broker.port),
+        "EDGEMON_MQTT_CA": str(broker.pki.ca_path),
+        "EDGEMON_MQTT_CERT": str(identity.cert),
+        "EDGEMON_MQTT_KEY": str(identity.key),
+        **extra,
+    }
+
+
+def mqtt5_client(broker: Mosquitto, identity: Identity, client_id: str, **options: Any) -> Any:
+    """An awscrt MQTT 5 client of ``broker`` with ``identity`` (quick reconnects, no AWS flow control)."""
+    from awscrt import mqtt5
+    from awsiot import mqtt5_client_builder
+
+    return mqtt5_client_builder.mtls_from_path(
+        endpoint="localhost",
+        port=broker.port,
+        cert_filepath=str(identity.cert),
+        pri_key_filepath=str(identity.key),
+        ca_filepath=str(broker.pki.ca_path),
+        client_id=client_id,
+        enable_metrics_collection=False,
+        min_reconnect_delay_ms=200,
+        max_reconnect_delay_ms=1000,
+        extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
+        **options,
+    )
+
+
 class Subscriber:
     """An awscrt MQTT 5 client with the collector's certificate, recording what it receives."""
 
@@ -227,25 +262,17 @@ class Subscriber:
         import threading
 
         from awscrt import mqtt5
-        from awsiot import mqtt5_client_builder
 
         self.messages: list[tuple[str, bytes]] = []
         self.received_at: list[float] = []  # wall-clock arrival time of each message
         self._lock = threading.Lock()
         connected = threading.Event()
-        self.client = mqtt5_client_builder.mtls_from_path(
-            endpoint="localhost",
-            port=broker.port,
-            cert_filepath=str(identity.cert),
-            pri_key_filepath=str(identity.key),
-            ca_filepath=str(broker.pki.ca_path),
-            client_id=f"{identity.cn}-{free_port()}",
+        self.client = mqtt5_client(
+            broker,
+            identity,
+            f"{identity.cn}-{free_port()}",
             session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
             session_expiry_interval_sec=3600,
-            enable_metrics_collection=False,
-            min_reconnect_delay_ms=200,
-            max_reconnect_delay_ms=1000,
-            extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
             on_publish_received=self._on_publish,
             on_lifecycle_connection_success=lambda _d: connected.set(),
         )

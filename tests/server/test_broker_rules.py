@@ -23,23 +23,17 @@ class Client:
 
     def __init__(self, broker: Any, identity: Any, client_id: str) -> None:
         from awscrt import mqtt5
-        from awsiot import mqtt5_client_builder
+
+        from tests.harness import mqtt5_client
 
         self.mqtt5 = mqtt5
         self.connected = threading.Event()
         self.disconnects: list[Any] = []
-        self.client = mqtt5_client_builder.mtls_from_path(
-            endpoint="localhost",
-            port=broker.port,
-            cert_filepath=str(identity.cert),
-            pri_key_filepath=str(identity.key),
-            ca_filepath=str(broker.pki.ca_path),
-            client_id=client_id,
+        self.client = mqtt5_client(
+            broker,
+            identity,
+            client_id,
             session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-            enable_metrics_collection=False,
-            min_reconnect_delay_ms=200,
-            max_reconnect_delay_ms=1000,
-            extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
             on_lifecycle_connection_success=lambda _d: self.connected.set(),
             on_lifecycle_disconnection=self._disconnected,
         )
