@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgemon.certs import subject_cn, subject_cn_der, validity
-from edgemon.transport import check_clock
+from edgemon.identity import check_clock
 
 common_names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16)
 

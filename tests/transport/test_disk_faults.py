@@ -203,7 +203,8 @@ def test_status_reads_a_corrupt_buffer_without_touching_it(tmp_path, agent_env):
 def test_forwarder_survives_errors_in_an_iteration(tmp_path):
     """Any error in one iteration (here: every read of the buffer fails for a while) is logged and retried."""
     from edgemon.config import MqttSettings
-    from edgemon.transport import Forwarder, TransportStatus
+    from edgemon.connection import TransportStatus
+    from edgemon.forwarder import Forwarder
 
     class Conn:
         def __init__(self):

@@ -9,7 +9,8 @@ import pytest
 
 from edgemon import config
 from edgemon.config import ConfigError
-from edgemon.transport import MAX_PAYLOAD, MqttSink, check_settings, is_loopback
+from edgemon.identity import check_settings, is_loopback
+from edgemon.transport import MAX_PAYLOAD, MqttSink
 from tests.conftest import run_agent
 
 

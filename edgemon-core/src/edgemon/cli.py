@@ -219,7 +219,7 @@ def _check_config(agent: Agent, out: TextIO) -> int:
     device_id = config.device_id
     output = _output(config)
     if output == "mqtt":
-        from edgemon.transport import check_settings  # noqa: PLC0415 - only in MQTT mode
+        from edgemon.identity import check_settings  # noqa: PLC0415 - only in MQTT mode
 
         device_id = check_settings(config)
     failed = {n: r.reason for n, r in agent.records.items() if r.status == "failed"}
@@ -309,7 +309,8 @@ def _run(agent: Agent, out: TextIO) -> int:
     sink: Callable[[dict[str, Any], bytes], None]
     mqtt_sink = None
     if _output(config) == "mqtt":
-        from edgemon.transport import MqttSink, check_settings  # noqa: PLC0415 - only in MQTT mode
+        from edgemon.identity import check_settings  # noqa: PLC0415 - only in MQTT mode
+        from edgemon.transport import MqttSink  # noqa: PLC0415
 
         agent.device_id = check_settings(config)
         agent.start()

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from edgemon import logs
 from edgemon.config import ConfigError
-from edgemon.transport import is_loopback
+from edgemon.identity import is_loopback
 from edgemon_server import __version__, migrations
 from edgemon_server.config import ServerConfig, api_token, load, split_bind
 from edgemon_server.db import make_engine

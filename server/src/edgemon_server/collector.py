@@ -40,7 +40,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from edgemon.certs import subject_cn
 from edgemon.config import ConfigError
-from edgemon.transport import HINTS, connect_with_backoff, is_aws_endpoint, is_loopback, mqtt311_connection
+from edgemon.connection import HINTS, connect_with_backoff, mqtt311_connection
+from edgemon.identity import is_aws_endpoint, is_loopback
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Message, Store
