@@ -469,7 +469,7 @@ def test_time_parameters_round_trip_and_never_fail_other_than_400():
     import hypothesis.strategies as st
     from hypothesis import given
 
-    from edgemon_server.api import ApiError, iso, parse_time
+    from edgemon_server.params import ApiError, iso, parse_time
 
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     times = st.datetimes(
