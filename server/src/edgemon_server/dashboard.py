@@ -26,6 +26,7 @@ def _is_file(directory: Path, path: str) -> bool:
 
 def dashboard_view(directory: Path) -> Callable[..., Any]:
     """The view serving the dashboard built in ``directory`` (``/`` and ``/<path>``)."""
+
     def serve(path: str = "") -> Any:
         if path.startswith("api/"):
             raise ApiError(404, f"no such endpoint: /{path[:200]}")
