@@ -63,21 +63,30 @@ class TransportStatus:
     buffer: dict[str, Any] = field(default_factory=dict)
 
 
-class Connection:
+class _Endpoint:
+    """What both connections share: settings, identity, status, and the callbacks the forwarder sets."""
+
+    def __init__(self, mqtt: MqttSettings, client_id: str, status: TransportStatus) -> None:
+        self.settings = mqtt
+        self.client_id = client_id
+        self.status = status
+        self.connected = threading.Event()
+        self.on_change: Callable[[], None] = lambda: None
+        """Called when the connection comes or goes (the forwarder wakes up)."""
+        self.commands = mqtt.commands_topic.format(client_id=client_id)
+        self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
+        """Called with (command name, body) for a message under ``<commands_topic>/``."""
+
+
+class Connection(_Endpoint):
     """An awscrt MQTT 5 client with logging of lifecycle events and clear errors."""
 
     def __init__(self, mqtt: MqttSettings, client_id: str, status: TransportStatus) -> None:
         """Build the client; nothing connects until :meth:`start`."""
         from awscrt import mqtt5  # noqa: PLC0415 - keeps awscrt out of the stdout mode
 
+        super().__init__(mqtt, client_id, status)
         self.mqtt5 = mqtt5
-        self.settings = mqtt
-        self.client_id = client_id
-        self.status = status
-        self.connected = threading.Event()
-        self.on_change: Callable[[], None] = lambda: None
-        self.commands = mqtt.commands_topic.format(client_id=client_id)
-        self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
         self._logged: set[str] = set()
         self.client = self._build()
 
@@ -262,7 +271,7 @@ def connect_with_backoff(
     return False
 
 
-class Connection311:
+class Connection311(_Endpoint):
     """MQTT 3.1.1 over plain TCP to a loopback broker (the embedded demo broker of ``make run``).
 
     Same interface as :class:`Connection`. Only for development: an MQTT 3.1.1
@@ -274,14 +283,8 @@ class Connection311:
         """Build the connection; nothing connects until :meth:`start`."""
         from awscrt import mqtt as mqtt3  # noqa: PLC0415
 
+        super().__init__(mqtt, client_id, status)
         self.mqtt3 = mqtt3
-        self.settings = mqtt
-        self.client_id = client_id
-        self.status = status
-        self.connected = threading.Event()
-        self.on_change: Callable[[], None] = lambda: None
-        self.commands = mqtt.commands_topic.format(client_id=client_id)
-        self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
         self._stop = threading.Event()
         self.connection = mqtt311_connection(
             mqtt, client_id, on_connection_interrupted=self._interrupted, on_connection_resumed=self._resumed
