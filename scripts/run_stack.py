@@ -121,7 +121,7 @@ def main() -> int:
         conf.write_text(mosquitto_conf(ca, mqtt_port, var / "mosquitto"))
         broker_cmd = [str(exe), "-c", str(conf)]
         transport = f"MQTT 5, mutual TLS on 127.0.0.1:{mqtt_port}"
-    else:  # embedded: MQTT 3.1.1, loopback, no TLS (amqtt has no client-certificate check, ANCHORS trap 11)
+    else:  # embedded: MQTT 3.1.1, loopback, no TLS (amqtt speaks only MQTT 3.1.1 and checks no client certificates)
         conf = var / "mosquitto" / "amqtt.yaml"
         conf.write_text(
             f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{mqtt_port}\n"

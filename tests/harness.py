@@ -258,7 +258,7 @@ class Subscriber:
     """An awscrt MQTT 5 client with the collector's certificate, recording what it receives."""
 
     def __init__(self, broker: Mosquitto, identity: Identity, topic: str = "devices/+/monitoring") -> None:
-        """Connect with a persistent session (REJOIN_ALWAYS, ANCHORS trap 3) so broker restarts lose nothing."""
+        """Connect with a persistent session (REJOIN_ALWAYS, not a clean start): broker restarts lose nothing."""
         import threading
 
         from awscrt import mqtt5

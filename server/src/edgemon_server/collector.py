@@ -7,9 +7,9 @@ Flow of a message::
            -> PUBACK of every message of the batch (valid or rejected)
 
 The callback thread never waits on the database. The collector keeps a
-persistent session (``REJOIN_ALWAYS``, ANCHORS trap 3) and acknowledges a
-QoS 1 message only once its batch is committed (ANCHORS, "Acknowledge after
-commit"): a collector that dies between receipt and commit gets the message
+persistent session (``REJOIN_ALWAYS``: ``REJOIN_POST_SUCCESS`` sends a clean start and the broker
+drops what it queued) and acknowledges a QoS 1 message only once its batch is committed (awscrt's
+``acquire_publish_acknowledgement_control``): a collector that dies between receipt and commit gets the message
 again from the broker; while the database is down nothing is acknowledged.
 ``receive_maximum`` asks the broker to keep few messages unacknowledged in
 flight; mosquitto 2.0 honours it at first but not strictly afterwards
@@ -18,7 +18,7 @@ and, when full, holds the callback thread: backpressure toward the broker.
 
 Several collectors may share the load as members of one MQTT 5 shared
 subscription (``$share/<group>/devices/+/monitoring``), each with its own
-client id. Shared members use **clean** sessions (ANCHORS trap 5): a broker
+client id. Shared members use **clean** sessions: a broker
 keeps handing a persistent member that died its share, parked until it comes
 back, while a clean member leaves the group at once and the others take over.
 What a clean member held unacknowledged when it died is dropped by the
@@ -174,7 +174,7 @@ class Collector:
             "extended_validation_and_flow_control_options": (
                 mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
                 if aws
-                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE  # else 100 publishes/s (ANCHORS trap 6)
+                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE  # AWS defaults cap at 100 publishes/s
             ),
             "offline_queue_behavior": mqtt5.ClientOperationQueueBehaviorType.FAIL_QOS0_PUBLISH_ON_DISCONNECT,
             "retry_jitter_mode": mqtt5.ExponentialBackoffJitterMode.FULL,

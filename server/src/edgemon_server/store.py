@@ -9,8 +9,8 @@ written as samples, themselves inserted with ``ON CONFLICT DO NOTHING``. A
 broker redelivery or an agent replay is thus counted as a duplicate and stored
 once.
 
-The ingest path never builds ORM objects per sample (ANCHORS: 0.04x of the
-driver's speed); the ORM models only define the schema.
+The ingest path never builds ORM objects per sample (``add_all`` of ORM objects
+runs at about 0.04x of the driver's speed); the ORM models only define the schema.
 """
 
 from __future__ import annotations
