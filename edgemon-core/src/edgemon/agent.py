@@ -186,7 +186,6 @@ class Agent:
         self.device_id = plugins_mod.choose_device_id(self.pm, self.records, self.device_id, timeout)
         self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
         self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
-        self.seq = self.seq or SeqCounter(self.config.agent.state_dir, floor=self._buffered_seq())
         self._started = True
         log.info(
             "agent started",
@@ -463,7 +462,9 @@ class Agent:
 
     def cycle_body(self) -> tuple[dict[str, Any], bytes]:
         """Collect once; return the payload and its serialised body (at most ``payload.MAX_BYTES``)."""
-        assert self.seq is not None, "call start() first"
+        assert self._started, "call start() first"
+        if self.seq is None:  # stdout mode: a seq file of its own (MQTT mode sets a buffer-backed one)
+            self.seq = SeqCounter(self.config.agent.state_dir, floor=self._buffered_seq())
         epoch = self.clock()
         self._watch_clock(epoch)
         t0 = time.perf_counter()

@@ -363,21 +363,6 @@ class Buffer:
             entries += [e for i, e in self._mem.items() if i not in exclude]
         return entries[:limit]
 
-    def get(self, entry_id: int) -> Entry | None:
-        """Return one payload by id, if it is still buffered."""
-        with self._lock:
-            if entry_id < 0:
-                moved = self._moved.get(entry_id)
-                if moved is None:
-                    return self._mem.get(entry_id)
-                entry_id = moved
-            if self._db is None:
-                return None
-            row = self._db.execute(
-                "SELECT id, seq, topic, created, body FROM outbox WHERE id = ?", (entry_id,)
-            ).fetchone()
-        return Entry(*row) if row else None
-
     def ack(self, ids: list[int]) -> None:
         """Move acknowledged payloads out of the outbox (one transaction), keeping the newest ``keep_sent``.
 

@@ -316,8 +316,8 @@ def _run(agent: Agent, out: TextIO) -> int:
         agent.start()
         mqtt_sink = MqttSink(config, agent.device_id)
         # The buffer stores each payload's seq with it: no separate seq file to fsync each cycle.
-        floor = max(mqtt_sink.buffer.last_seq(), agent.seq.value if agent.seq else 0)
-        agent.seq = SeqCounter(config.agent.state_dir, floor=floor, persist=False)
+        # (It still reads an older seq file: the counter starts above both.)
+        agent.seq = SeqCounter(config.agent.state_dir, floor=mqtt_sink.buffer.last_seq(), persist=False)
         agent.extra_metrics["transport"] = mqtt_sink.metrics
         mqtt_sink.start()
         sink = mqtt_sink

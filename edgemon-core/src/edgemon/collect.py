@@ -52,10 +52,6 @@ class TaskStats:
         }
 
 
-CollectorStats = TaskStats
-"""The name earlier versions used."""
-
-
 @dataclass
 class _Slot:
     name: str

@@ -169,7 +169,7 @@ class Forwarder:
         room = min(int(tokens), self.max_inflight - len(self._inflight))
         if len(self.buffer) <= len(self._inflight) + len(self._acked):
             return tokens
-        for entry in self.buffer.oldest(room, exclude=self._inflight | set(self._acked)):
+        for entry in self.buffer.oldest(room, exclude=busy | self._inflight):
             self._send(entry.id, entry.seq, entry.topic, entry.body)
             tokens -= 1
         return tokens

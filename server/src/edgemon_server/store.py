@@ -190,6 +190,7 @@ class Store:
         result = Result(rejected=len(rejects))
         now_ms = round(now * 1000)
         new: list[Accepted] = []
+        seqs = [rejected_seq(m) for m, _ in rejects]
         with self.engine.begin() as conn:
             if accepted:
                 new = self._payloads(conn, accepted, now_ms)
@@ -208,15 +209,19 @@ class Store:
                             "reason": reason,
                             "size": len(m.body),
                             "payload": m.body[:KEEP_BYTES],
-                            "seq": rejected_seq(m),
+                            "seq": seq,
                         }
-                        for m, reason in rejects
+                        for (m, reason), seq in zip(rejects, seqs, strict=True)
                     ],
                 )
         if self.gaps is not None:
             self.gaps.observe(new, now)
             # A rejected seq is not missing: it is never asked for again.
-            seen = [Seen(d, q) for m, _ in rejects if (d := device_of(m.topic)) and (q := rejected_seq(m)) is not None]
+            seen = [
+                Seen(d, q)
+                for (m, _), q in zip(rejects, seqs, strict=True)
+                if (d := device_of(m.topic)) and q is not None
+            ]
             self.gaps.observe(seen, now)
         return result
 

@@ -49,11 +49,6 @@ class SystemCollector:
         return {"system": {**self._static, "uptime_s": int(time.time() - self._boot)}}
 
 
-def collect() -> dict[str, Any]:
-    """One reading, without the cache (for callers outside the agent)."""
-    return SystemCollector()()
-
-
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector) -> None:
     """Register the system collector."""
