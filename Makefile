@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PKGS   := edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
+PKGS   := edgemon-protocol edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
 PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
 
 # The agent (edgemon-core and the plugins) supports Python 3.9+ (Debian 11, Ubuntu 22.04, JetPack 6);
@@ -13,7 +13,7 @@ OLDEST     ?= 3.9
 PYENV_ROOT ?= $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
 OLDEST_PYTHON ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/$(OLDEST).*/bin/python3 /usr/bin/python$(OLDEST)))
 VENV_OLD   := .venv$(subst .,,$(OLDEST))
-AGENT_TESTS := tests/core tests/plugins tests/transport
+AGENT_TESTS := tests/protocol tests/core tests/plugins tests/transport
 
 NPM_STAMP := frontend/node_modules/.installed
 DASHBOARD := server/src/edgemon_server/static/index.html
@@ -23,7 +23,7 @@ DASHBOARD := server/src/edgemon_server/static/index.html
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test,demo]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e edgemon-protocol -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-protocol edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test,demo]' -r requirements-dev.txt
 	# A real third-party plugin, installed the way users install one (not editable).
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@
@@ -95,7 +95,7 @@ $(VENV_OLD)/.installed: $(PYPROJECTS)
 	@test -n "$(OLDEST_PYTHON)" || { echo "Python $(OLDEST) is needed for the agent's oldest-Python tests: install it (pyenv install $(OLDEST)) or set OLDEST_PYTHON=/path/to/python$(OLDEST)"; exit 1; }
 	test -x $(VENV_OLD)/bin/python || $(OLDEST_PYTHON) -m venv $(VENV_OLD)
 	$(VENV_OLD)/bin/python -m pip install -q --upgrade pip setuptools wheel
-	$(VENV_OLD)/bin/python -m pip install -q -e 'edgemon-core[test]' $(foreach p,$(filter plugins/%,$(PKGS)),-e $(p))
+	$(VENV_OLD)/bin/python -m pip install -q -e edgemon-protocol -e 'edgemon-core[test]' $(foreach p,$(filter plugins/%,$(PKGS)),-e $(p))
 	$(VENV_OLD)/bin/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@
 

@@ -37,12 +37,14 @@ SUBSCRIBER_CN = "edgemon-collector-sub"
 MAX_PACKET = 256 * 1024
 
 ACL = (
-    "# Devices (CN = user = client id): their own payloads and alerts, their own commands.\n"
+    "# Devices (CN = user = client id): their own payloads, metadata and alerts, their own commands.\n"
     "pattern write devices/%u/monitoring\n"
+    "pattern write devices/%u/meta\n"
     "pattern write devices/%u/alerts\n"
     "pattern read devices/%u/commands/#\n"
 ) + "".join(
-    f"\nuser {name}\ntopic read devices/+/monitoring\ntopic read devices/+/alerts\ntopic write devices/+/commands/#\n"
+    f"\nuser {name}\ntopic read devices/+/monitoring\ntopic read devices/+/meta\ntopic read devices/+/alerts\n"
+    "topic write devices/+/commands/#\n"
     for name in (COLLECTOR_CN, SUBSCRIBER_CN, *(f"{COLLECTOR_CN}-{i}" for i in range(1, 9)))
 )
 """The same rules as ``edgemon-server certs init`` writes (a server test checks they agree), with

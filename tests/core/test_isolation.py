@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from edgemon import hookimpl, payload, sanitize
+from edgemon_protocol.ids import KEY_RE
 from tests.conftest import AGENT_BIN, plugin_module, run_agent
 
 # -- what a plugin may hand back ----------------------------------------------------------
@@ -74,7 +75,7 @@ def count_items(value: Any, depth: int = 1) -> int:
         return 1
     total = 0
     for key, sub in value.items():
-        if not isinstance(key, str) or not sanitize.KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key):
             total += 1
         elif isinstance(sub, Mapping):
             total += 1 if depth >= sanitize.MAX_DEPTH else count_items(sub, depth + 1)

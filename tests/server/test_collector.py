@@ -11,8 +11,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from edgemon_protocol.flatten import flatten
 from edgemon_server.db import Device, Payload, Reject, Sample, Series, make_engine
-from edgemon_server.flatten import flatten
 from tests.fleet import SAMPLES_PER_PAYLOAD, Fleet, payload
 
 pytestmark = pytest.mark.slow

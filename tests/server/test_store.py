@@ -10,9 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from edgemon_protocol.flatten import flatten
 from edgemon_server import migrations
 from edgemon_server.db import Base, Device, Payload, Reject, Sample, Series
-from edgemon_server.flatten import flatten
 from edgemon_server.store import Message, Store
 from tests.fleet import SAMPLES_PER_PAYLOAD, payload
 

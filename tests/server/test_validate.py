@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 
 from edgemon.payload import load_schema
-from edgemon_server.flatten import flatten
+from edgemon_protocol.flatten import flatten
 from edgemon_server.validate import Limits, RejectedError, parse
 from tests.conftest import run_agent
 from tests.fleet import SAMPLES_PER_PAYLOAD, payload

@@ -9,8 +9,10 @@ import pytest
 
 from edgemon import config
 from edgemon.config import ConfigError
-from edgemon.identity import check_settings, is_loopback
+from edgemon.identity import check_clock, check_settings
 from edgemon.transport import MAX_PAYLOAD, MqttSink
+from edgemon_protocol.certs import validity
+from edgemon_protocol.mqtt import is_loopback
 from tests.conftest import run_agent
 
 
@@ -146,3 +148,20 @@ def test_insecure_local_publishes_over_plain_tcp(tmp_path, pki, agent_env):
         proc.wait(10)
         sub.stop()
         broker.stop()
+
+
+def test_a_clock_before_the_certificate_or_an_expired_one_is_warned_about(pki, caplog):
+    import logging
+    import time
+
+    ident = pki.issue("dev-clock")
+    start, end = validity(ident.cert)
+    with caplog.at_level(logging.WARNING, logger="edgemon"):
+        check_clock(time.time(), start, end, str(ident.cert))
+        assert caplog.records == [], "a right clock and a valid certificate say nothing"
+        check_clock(946684800.0, start, end, str(ident.cert))  # an RTC back at 2000-01-01
+        check_clock(end + 10, start, end, str(ident.cert))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "the system clock is earlier than this device's certificate" in messages[0]
+    assert "2000-01-01T00:00:00.000Z" in caplog.records[0].reason
+    assert "certificate has expired" in messages[1]

@@ -22,14 +22,16 @@ from typing import Any
 import pluggy
 import schedule
 
-from edgemon import PluginUnavailable, isolate, sanitize
+from edgemon import PluginUnavailable, isolate, metadata, sanitize
 from edgemon import payload as payload_mod
 from edgemon import plugins as plugins_mod
 from edgemon.collect import CollectorRunner, RuleRunner
 from edgemon.config import Config, ConfigError, plugin_settings
-from edgemon.registry import NAME_RE, CollectFn, Collector, Rule, RuleFn, SettingsSpec, safe_key
+from edgemon.registry import NAME_RE, CollectFn, Collector, Metric, Rule, RuleFn, SettingsSpec, safe_key
 from edgemon.scheduler import GridJob, every, run_forever
+from edgemon.sink import FunctionSink, Sink
 from edgemon.state import SeqCounter
+from edgemon_protocol import meta as meta_mod
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ RETRY_FIRST, RETRY_MAX = 10.0, 600.0
 
 LOG_ONCE_MAX = 1000
 
-Sink = Callable[[dict[str, Any], bytes], None]
 """Receives each payload and its serialised body (compact JSON, UTF-8)."""
 
 
@@ -112,8 +113,8 @@ class Agent:
         self.cycles = 0
         self.last_cycle_ms = 0.0
         self.job: GridJob | None = None
-        self.extra_metrics: dict[str, Callable[[], dict[str, Any]]] = {}
-        """name -> callable whose tree is added under ``agent.<name>`` (the transport's counters)."""
+        self.sink: Sink | None = None
+        self._described: bytes = b""
         self._seen_clashes: set[str] = set()
         self._seen_drops: set[tuple[str, str, str]] = set()
         self._retries: dict[str, _Retry] = {}
@@ -302,6 +303,7 @@ class Agent:
             interval: float | None = None,
             timeout: float | None = None,
             units: Mapping[str, str] | None = None,
+            metrics: Mapping[str, Metric] | None = None,
         ) -> None:
             self._check_registration(plugin, "collector", name, [c.name for c in self.collectors])
             for key, value in (("interval", interval), ("timeout", timeout)):
@@ -312,7 +314,9 @@ class Agent:
             eff_interval = settings.get("interval") or interval
             eff_timeout = settings.get("timeout") or timeout or agent.timeout
             eff_timeout = min(eff_timeout, agent.interval * 0.9)
-            self.collectors.append(Collector(name, plugin, fn, eff_interval, eff_timeout, dict(units or {})))
+            self.collectors.append(
+                Collector(name, plugin, fn, eff_interval, eff_timeout, dict(units or {}), dict(metrics or {}))
+            )
 
         return register
 
@@ -425,9 +429,9 @@ class Agent:
             stats.clashes = self.clash_count.get(name, 0)
             collectors[name] = stats.to_tree()
         statuses = [r.status for r in self.records.values()]
-        extra = {name: fn() for name, fn in self.extra_metrics.items()}
+        transport = self.sink.metrics() if self.sink is not None else None
         tree: dict[str, Any] = {
-            **extra,
+            **({"transport": transport} if transport else {}),
             "cycles": self.cycles,
             "cycle_ms": round(self.last_cycle_ms, 3),
             "skipped_cycles": self.job.skipped if self.job else 0,
@@ -463,8 +467,12 @@ class Agent:
     def cycle_body(self) -> tuple[dict[str, Any], bytes]:
         """Collect once; return the payload and its serialised body (at most ``payload.MAX_BYTES``)."""
         assert self._started, "call start() first"
-        if self.seq is None:  # stdout mode: a seq file of its own (MQTT mode sets a buffer-backed one)
-            self.seq = SeqCounter(self.config.agent.state_dir, floor=self._buffered_seq())
+        if self.seq is None:
+            # A sink that stores each seq with its payload (MQTT's buffer) needs no seq file fsynced each
+            # cycle; the counter still starts above what an older seq file or buffer holds.
+            keeps = self.sink is not None and self.sink.keeps_seq
+            floor = max(self.sink.last_seq() if self.sink is not None else 0, self._buffered_seq())
+            self.seq = SeqCounter(self.config.agent.state_dir, floor=floor, persist=not keeps)
         epoch = self.clock()
         self._watch_clock(epoch)
         t0 = time.perf_counter()
@@ -513,7 +521,20 @@ class Agent:
 
     # -- the loop -------------------------------------------------------------------
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
+    def describe(self) -> bytes:
+        """The metric metadata document of the current collectors; handed to the sink when it changed."""
+        entries = metadata.document(self.collectors)
+        body = meta_mod.encode(self.device_id, payload_mod.utc_timestamp(self.clock()), entries)
+        fingerprint = meta_mod.encode(self.device_id, "", entries)
+        if self.sink is not None and fingerprint != self._described:
+            self._described = fingerprint
+            try:
+                self.sink.describe(body)
+            except Exception as exc:  # noqa: BLE001 - metadata is an aid; payloads go on without it
+                log.error("could not hand off metric metadata", extra={"reason": repr(exc)})
+        return body
+
+    def run(self, sink: Sink | Callable[[dict[str, Any], bytes], None], stop: threading.Event) -> None:
         """Emit a payload to ``sink`` every interval until ``stop`` is set.
 
         The schedule runs on the monotonic clock: a step of the wall clock, either way, never
@@ -521,12 +542,17 @@ class Agent:
         """
         if not self._started:
             self.start()
+        self.sink = sink if hasattr(sink, "keeps_seq") else FunctionSink(sink)  # type: ignore[assignment]
+        self.describe()
 
         def job() -> None:
+            n_collectors = len(self.collectors)
             self.retry_startups()
+            if len(self.collectors) != n_collectors:  # a plugin started late
+                self.describe()
             payload, body = self.cycle_body()
             try:
-                sink(payload, body)
+                self.sink(payload, body)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - a failing sink is logged; the loop goes on
                 log.error("could not hand off payload", extra={"seq": payload["seq"], "reason": repr(exc)})
 

@@ -25,17 +25,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgemon import __version__, isolate, logs, sanitize
+from edgemon import __version__, isolate, metadata, sanitize
 from edgemon import payload as payload_mod
 from edgemon.agent import Agent
 from edgemon.config import Config, ConfigError, load
 from edgemon.plugins import allowed_from_env
-from edgemon.state import SeqCounter
+from edgemon.sink import Sink, StdoutSink
+from edgemon_protocol import logs
 
 log = logging.getLogger("edgemon.cli")
 
@@ -243,8 +244,10 @@ def _plugins_list(agent: Agent, as_json: bool, out: TextIO) -> int:
     agent.start()  # startup decides "unavailable"
     records = list(agent.records.values())
     if as_json:
-        units = {c.name: {"plugin": c.plugin, "units": dict(c.units)} for c in agent.collectors}
-        print(json.dumps({"plugins": [r.to_json() for r in records], "collectors": units}, indent=2), file=out)
+        collectors = {c.name: {"plugin": c.plugin} for c in agent.collectors}
+        described = {pattern: m.to_json() for pattern, m in metadata.document(agent.collectors).items()}
+        doc = {"plugins": [r.to_json() for r in records], "collectors": collectors, "metrics": described}
+        print(json.dumps(doc, indent=2, ensure_ascii=False), file=out)
         return 0
     width = max(len(r.name) for r in records)
     for r in records:
@@ -306,7 +309,7 @@ def _plugins_test(agent: Agent, name: str, out: TextIO) -> int:
 
 def _run(agent: Agent, out: TextIO) -> int:
     config = agent.config
-    sink: Callable[[dict[str, Any], bytes], None]
+    sink: Sink
     mqtt_sink = None
     if _output(config) == "mqtt":
         from edgemon.identity import check_settings  # noqa: PLC0415 - only in MQTT mode
@@ -314,19 +317,11 @@ def _run(agent: Agent, out: TextIO) -> int:
 
         agent.device_id = check_settings(config)
         agent.start()
-        mqtt_sink = MqttSink(config, agent.device_id)
-        # The buffer stores each payload's seq with it: no separate seq file to fsync each cycle.
-        # (It still reads an older seq file: the counter starts above both.)
-        agent.seq = SeqCounter(config.agent.state_dir, floor=mqtt_sink.buffer.last_seq(), persist=False)
-        agent.extra_metrics["transport"] = mqtt_sink.metrics
+        sink = mqtt_sink = MqttSink(config, agent.device_id)
         mqtt_sink.start()
-        sink = mqtt_sink
     else:
         agent.start()
-
-        def sink(_payload: dict[str, Any], body: bytes) -> None:
-            out.write(body.decode() + "\n")
-            out.flush()
+        sink = StdoutSink(out)
 
     stop = threading.Event()
 

@@ -1,8 +1,8 @@
 """MQTT connections of the agent: awscrt MQTT 5 over mutual TLS, and MQTT 3.1.1 for a loopback demo broker.
 
 Both classes have the same interface (``start``, ``publish``, ``stop``, ``connected``, ``on_change``,
-``on_command``) and keep a :class:`TransportStatus` up to date. The collector of the server shares
-:data:`HINTS`, :func:`mqtt311_connection` and :func:`connect_with_backoff`.
+``on_command``) and keep a :class:`TransportStatus` up to date. The clients themselves are built by
+the protocol package (:mod:`edgemon_protocol.mqtt`), as the server's collector's are.
 
 awscrt and awsiotsdk are imported only when a connection is built.
 """
@@ -18,30 +18,20 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgemon.config import MqttSettings
-from edgemon.identity import is_aws_endpoint
+from edgemon_protocol import topics
+from edgemon_protocol.mqtt import (
+    Handlers,
+    MqttSettings,
+    connect_with_backoff,
+    explain,
+    mqtt5_client,
+    mqtt311_connection,
+    publish5,
+    refused_codes,
+    subscribe5,
+)
 
 log = logging.getLogger(__name__)
-
-NOT_AUTHORIZED = 135
-"""MQTT 5 reason code of a publish the broker's policy refuses."""
-
-HINTS = {
-    "AWS_IO_TLS_ERROR_READ_FAILURE": (
-        "the broker closed the TLS handshake: this client's certificate was refused. Likely causes: "
-        "certificate signed by a CA the broker does not trust, expired or not yet valid, revoked, "
-        "no certificate sent, or a key that does not match it"
-    ),
-    "AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE": (
-        "TLS negotiation failed. Likely causes: the broker's certificate is not signed by mqtt.ca, "
-        "its name does not match mqtt.endpoint, or this client's certificate was refused"
-    ),
-    "AWS_IO_SOCKET_CONNECTION_REFUSED": "nothing is listening at the endpoint and port: broker down or wrong port",
-    "AWS_IO_SOCKET_TIMEOUT": "no answer from the endpoint: firewall, wrong host, or network down",
-    "AWS_IO_DNS_INVALID_NAME": "the endpoint's host name does not resolve",
-    "AWS_IO_DNS_QUERY_FAILED": "the endpoint's host name does not resolve",
-    "AWS_ERROR_MQTT5_CONNACK_TIMEOUT": "connected but the broker sent no CONNACK: is it an MQTT 5 broker?",
-}
 
 
 @dataclass
@@ -73,9 +63,13 @@ class _Endpoint:
         self.connected = threading.Event()
         self.on_change: Callable[[], None] = lambda: None
         """Called when the connection comes or goes (the forwarder wakes up)."""
-        self.commands = mqtt.commands_topic.format(client_id=client_id)
         self.on_command: Callable[[str, bytes], None] = lambda _name, _body: None
-        """Called with (command name, body) for a message under ``<commands_topic>/``."""
+        """Called with (command name, body) for a message on ``devices/<client id>/commands/<name>``."""
+
+    def _command(self, topic: str, body: bytes) -> None:
+        name = topics.command_name(self.client_id, topic)
+        if name is not None:
+            self.on_command(name, body)
 
 
 class Connection(_Endpoint):
@@ -83,70 +77,10 @@ class Connection(_Endpoint):
 
     def __init__(self, mqtt: MqttSettings, client_id: str, status: TransportStatus) -> None:
         """Build the client; nothing connects until :meth:`start`."""
-        from awscrt import mqtt5  # noqa: PLC0415 - keeps awscrt out of the stdout mode
-
         super().__init__(mqtt, client_id, status)
-        self.mqtt5 = mqtt5
         self._logged: set[str] = set()
-        self.client = self._build()
-
-    def _build(self) -> Any:
-        mqtt5 = self.mqtt5
-        m = self.settings
-        aws = is_aws_endpoint(m.endpoint)
-        common: dict[str, Any] = {
-            "endpoint": m.endpoint,
-            "port": m.port,
-            "client_id": self.client_id,
-            "keep_alive_interval_sec": m.keep_alive,
-            "min_reconnect_delay_ms": int(m.min_reconnect_delay * 1000),
-            "max_reconnect_delay_ms": int(m.max_reconnect_delay * 1000),
-            "min_connected_time_to_reset_reconnect_delay_ms": 30_000,
-            "retry_jitter_mode": mqtt5.ExponentialBackoffJitterMode.FULL,
-            "connack_timeout_ms": int(m.connect_timeout * 1000),
-            "ack_timeout_sec": 30,
-            "session_behavior": mqtt5.ClientSessionBehaviorType.CLEAN,
-            "offline_queue_behavior": mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
-            "extended_validation_and_flow_control_options": (
-                mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
-                if aws
-                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE
-            ),
-            "on_lifecycle_connection_success": self._on_success,
-            "on_lifecycle_connection_failure": self._on_failure,
-            "on_lifecycle_disconnection": self._on_disconnect,
-            "on_lifecycle_stopped": lambda _data: None,
-            "on_lifecycle_attempting_connect": lambda _data: None,
-            "on_publish_received": self._on_publish,
-        }
-        if m.insecure_local:
-            options = mqtt5.ClientOptions(
-                host_name=m.endpoint,
-                port=m.port,
-                connect_options=mqtt5.ConnectPacket(client_id=self.client_id, keep_alive_interval_sec=m.keep_alive),
-                session_behavior=common["session_behavior"],
-                extended_validation_and_flow_control_options=common["extended_validation_and_flow_control_options"],
-                offline_queue_behavior=common["offline_queue_behavior"],
-                retry_jitter_mode=common["retry_jitter_mode"],
-                min_reconnect_delay_ms=common["min_reconnect_delay_ms"],
-                max_reconnect_delay_ms=common["max_reconnect_delay_ms"],
-                connack_timeout_ms=common["connack_timeout_ms"],
-                ack_timeout_sec=common["ack_timeout_sec"],
-                on_lifecycle_event_connection_success_fn=self._on_success,
-                on_lifecycle_event_connection_failure_fn=self._on_failure,
-                on_lifecycle_event_disconnection_fn=self._on_disconnect,
-                on_publish_callback_fn=self._on_publish,
-            )
-            return mqtt5.Client(options)
-        from awsiot import mqtt5_client_builder  # noqa: PLC0415
-
-        return mqtt5_client_builder.mtls_from_path(
-            cert_filepath=m.cert,
-            pri_key_filepath=m.key,
-            ca_filepath=m.ca,
-            enable_metrics_collection=aws,  # else awscrt sends an SDK metrics string as the MQTT user name
-            **common,
-        )
+        handlers = Handlers(self._on_success, self._on_failure, self._on_disconnect, self._on_publish)
+        self.client = mqtt5_client(mqtt, client_id, handlers)
 
     def _on_success(self, data: Any) -> None:
         self.status.state = "connected"
@@ -157,33 +91,24 @@ class Connection(_Endpoint):
         self.connected.set()
         self.on_change()
         # A clean session: subscribe again on every connection.
-        mqtt5 = self.mqtt5
-        packet = mqtt5.SubscribePacket(
-            subscriptions=[mqtt5.Subscription(topic_filter=f"{self.commands}/#", qos=mqtt5.QoS.AT_LEAST_ONCE)]
-        )
-        self.client.subscribe(packet).add_done_callback(self._subscribed)
+        subscribe5(self.client, [f"{topics.commands(self.client_id)}/#"], self._subscribed)
 
     def _subscribed(self, future: Future[Any]) -> None:
-        exc = future.exception()
-        codes = [int(c) for c in getattr(future.result(), "reason_codes", [])] if exc is None else []
-        if exc is not None or any(code >= 128 for code in codes):
+        refused = refused_codes(future)
+        if refused is not None:
             log.warning(
                 "cannot subscribe to commands; the server cannot ask for lost payloads again",
-                extra={"topic": f"{self.commands}/#", "reason": repr(exc) if exc is not None else f"codes {codes}"},
+                extra={"topic": f"{topics.commands(self.client_id)}/#", "reason": refused},
             )
 
     def _on_publish(self, data: Any) -> None:
         packet = data.publish_packet
-        topic = str(packet.topic)
-        if topic.startswith(self.commands + "/"):
-            self.on_command(topic[len(self.commands) + 1 :], bytes(packet.payload or b""))
+        self._command(str(packet.topic), bytes(packet.payload or b""))
 
     def _on_failure(self, data: Any) -> None:
         self.status.state = "disconnected"
         self.status.connect_failures += 1
-        exc = data.exception
-        name = getattr(exc, "name", type(exc).__name__)
-        reason = f"{name}: {HINTS.get(name, getattr(exc, 'message', str(exc)))}"
+        reason = explain(data.exception)
         connack = data.connack_packet
         if connack is not None and connack.reason_code is not None and int(connack.reason_code) >= 128:
             code = int(connack.reason_code)
@@ -218,10 +143,7 @@ class Connection(_Endpoint):
 
     def publish(self, topic: str, body: bytes) -> Future[Any]:
         """Publish with QoS 1; the future resolves to awscrt's ``PublishCompletionData``."""
-        mqtt5 = self.mqtt5
-        future: Future[Any] = self.client.publish(
-            mqtt5.PublishPacket(topic=topic, payload=body, qos=mqtt5.QoS.AT_LEAST_ONCE)
-        )
+        future: Future[Any] = publish5(self.client, topic, body)
         return future
 
     def stop(self) -> None:
@@ -232,43 +154,6 @@ class Connection(_Endpoint):
             self.client.stop()
         except Exception as exc:  # noqa: BLE001 - stopping must not mask the reason we stop
             log.debug("stop failed", extra={"reason": repr(exc)})
-
-
-def mqtt311_connection(mqtt: MqttSettings, client_id: str, **callbacks: Any) -> Any:
-    """An awscrt MQTT 3.1.1 connection over plain TCP, clean session (agent and collector, demo broker only)."""
-    from awscrt import io  # noqa: PLC0415
-    from awscrt import mqtt as mqtt3  # noqa: PLC0415
-
-    return mqtt3.Connection(
-        client=mqtt3.Client(io.ClientBootstrap.get_or_create_static_default(), None),
-        host_name=mqtt.endpoint,
-        port=mqtt.port,
-        client_id=client_id,
-        clean_session=True,
-        keep_alive_secs=mqtt.keep_alive,
-        reconnect_min_timeout_secs=max(1, int(mqtt.min_reconnect_delay)),
-        reconnect_max_timeout_secs=max(1, int(mqtt.max_reconnect_delay)),
-        **callbacks,
-    )
-
-
-def connect_with_backoff(
-    connection: Any, mqtt: MqttSettings, stop: threading.Event, on_failure: Callable[[BaseException], None]
-) -> bool:
-    """Connect an MQTT 3.1.1 connection, retrying with doubling delays until it works or ``stop`` is set.
-
-    awscrt's 3.1.1 client reconnects by itself only after a first success.
-    """
-    delay = mqtt.min_reconnect_delay
-    while not stop.is_set():
-        try:
-            connection.connect().result(mqtt.connect_timeout + 5)
-            return True
-        except Exception as exc:  # noqa: BLE001 - any failure is retried
-            on_failure(exc)
-            stop.wait(delay)
-            delay = min(mqtt.max_reconnect_delay, delay * 2)
-    return False
 
 
 class Connection311(_Endpoint):
@@ -314,13 +199,14 @@ class Connection311(_Endpoint):
         self.status.connected_since = time.time()
         self.status.connects += 1
         log.info("connected (MQTT 3.1.1)", extra={"reason": f"{self.settings.endpoint}:{self.settings.port}"})
-        self.connection.subscribe(f"{self.commands}/#", self.mqtt3.QoS.AT_LEAST_ONCE, callback=self._on_message)
+        self.connection.subscribe(
+            f"{topics.commands(self.client_id)}/#", self.mqtt3.QoS.AT_LEAST_ONCE, callback=self._on_message
+        )
         self.connected.set()
         self.on_change()
 
     def _on_message(self, topic: str, payload: bytes, **_kwargs: Any) -> None:
-        if topic.startswith(self.commands + "/"):
-            self.on_command(topic[len(self.commands) + 1 :], bytes(payload))
+        self._command(topic, bytes(payload))
 
     def publish(self, topic: str, body: bytes) -> Future[Any]:
         """Publish with QoS 1; the future resolves on PUBACK."""

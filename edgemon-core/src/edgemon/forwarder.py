@@ -19,41 +19,14 @@ from typing import Any
 
 from edgemon.buffer import Buffer, Entry
 from edgemon.config import MqttSettings
-from edgemon.connection import NOT_AUTHORIZED, Connection, Connection311
-from edgemon.identity import is_aws_endpoint
+from edgemon.connection import Connection, Connection311
+from edgemon_protocol.commands import RESEND, parse_resend
+from edgemon_protocol.mqtt import NOT_AUTHORIZED, is_aws_endpoint
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0
 """Seconds between rewrites of ``status.json`` (more often costs measurable CPU on a small board)."""
-
-MAX_RESEND = 100_000
-"""Largest ``seq`` range one resend command may ask for."""
-
-
-def parse_resend(body: bytes) -> tuple[int, int]:
-    """Parse a ``resend`` command body ``{"from": a, "to": b}``.
-
-    Raises:
-        ValueError: with the reason, for anything else.
-    """
-    try:
-        command = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(command, dict):
-        raise ValueError("not a JSON object")
-    first: Any = command.get("from")
-    last: Any = command.get("to")
-    if not (_count(first) and _count(last)):
-        raise ValueError("'from' and 'to' must be integers >= 0")
-    if not first <= last < first + MAX_RESEND:
-        raise ValueError(f"range {first}..{last} is empty or longer than {MAX_RESEND}")
-    return first, last
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class Forwarder:
@@ -93,7 +66,7 @@ class Forwarder:
 
     def command(self, name: str, body: bytes) -> None:
         """A command from the server (on an awscrt thread: queued for the forwarder thread)."""
-        if name == "resend":
+        if name == RESEND:
             self._resends.append(body)
             self._wake.set()
             return

@@ -6,32 +6,18 @@ certificate's validity is also the one time reference a device has before it tal
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import socket
 import stat
 import time
 
-from edgemon.certs import subject_cn, validity
 from edgemon.config import Config, ConfigError
-from edgemon.payload import utc_timestamp
+from edgemon_protocol import topics
+from edgemon_protocol.certs import subject_cn, validity
+from edgemon_protocol.mqtt import check_transport
+from edgemon_protocol.payload import utc_timestamp
 
 log = logging.getLogger(__name__)
-
-
-def is_aws_endpoint(host: str) -> bool:
-    """AWS IoT Core endpoints get the SDK's metrics and flow-control defaults; other brokers do not."""
-    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` resolves only to loopback addresses."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def check_settings(config: Config) -> str:
@@ -46,25 +32,12 @@ def check_settings(config: Config) -> str:
         ConfigError: missing files, plain TCP to a non-loopback host.
     """
     mqtt = config.mqtt
-    if not mqtt.endpoint:
-        raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
-    if mqtt.protocol == "3.1.1" and not mqtt.insecure_local:
-        raise ConfigError(
-            "mqtt.protocol 3.1.1 is only for a local demo broker (with mqtt.insecure_local): an MQTT 3.1.1 broker "
-            "acknowledges publishes it refuses, so refused payloads would look delivered; use MQTT 5"
-        )
+    check_transport(mqtt)
     if mqtt.insecure_local:
-        if not is_loopback(mqtt.endpoint):
-            raise ConfigError(
-                f"mqtt.insecure_local: refusing plain TCP to {mqtt.endpoint!r}, which is not a loopback address; "
-                "use mutual TLS (mqtt.ca, mqtt.cert, mqtt.key)"
-            )
         log.warning("MQTT without TLS to a loopback broker (insecure_local): for development only")
         return config.device_id
     for key in ("ca", "cert", "key"):
         path = getattr(mqtt, key)
-        if not path:
-            raise ConfigError(f"mqtt.{key} (EDGEMON_MQTT_{key.upper()}) is required for mutual TLS")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"mqtt.{key}: cannot read {path}")
     mode = os.stat(mqtt.key).st_mode
@@ -87,7 +60,7 @@ def check_settings(config: Config) -> str:
             extra={
                 "reason": (
                     f"client_id={config.agent.client_id!r} CN={cn!r}: fine on AWS IoT Core (thing name), "
-                    f"but a broker whose ACL keys on the CN will refuse devices/{config.agent.client_id}/..."
+                    f"but a broker whose ACL keys on the CN will refuse {topics.monitoring(config.agent.client_id)}"
                 )
             },
         )

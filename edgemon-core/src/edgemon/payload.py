@@ -1,7 +1,7 @@
-"""The payload: merging collector sub-trees, building the envelope, validating it.
+"""The payload: merging collector sub-trees into one tree, and measuring it.
 
-The JSON Schema lives in ``edgemon/schema/payload.schema.json`` and is shared
-with the server (``edgemon.payload.load_schema()``).
+The envelope, its JSON Schema and its limits are the protocol's (:mod:`edgemon_protocol.payload`),
+re-exported here for the agent's modules.
 """
 
 from __future__ import annotations
@@ -9,14 +9,30 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
-SCHEMA_VERSION = 1
-MAX_BYTES = 128 * 1024
-"""Largest serialised payload: AWS IoT Core's message size limit (the server allows 256 KB)."""
+from edgemon_protocol.payload import (
+    MAX_BYTES,
+    SCHEMA_VERSION,
+    build,
+    dumps,
+    load_schema,
+    utc_timestamp,
+    validation_errors,
+)
+
+__all__ = [
+    "MAX_BYTES",
+    "SCHEMA_VERSION",
+    "Clash",
+    "build",
+    "dumps",
+    "load_schema",
+    "merge",
+    "subtree_sizes",
+    "utc_timestamp",
+    "validation_errors",
+]
 
 
 @dataclass(frozen=True)
@@ -77,61 +93,8 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def utc_timestamp(epoch: float) -> str:
-    """Format seconds since the epoch as RFC 3339 UTC with milliseconds and ``Z``."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def build(
-    device_id: str,
-    seq: int,
-    epoch: float,
-    interval: float,
-    metrics: Mapping[str, Any],
-    alerts: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Return the payload envelope (see ``DESIGN.md``, *Payload*)."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "device_id": device_id,
-        "ts": utc_timestamp(epoch),
-        "seq": seq,
-        "interval": interval,
-        "metrics": dict(metrics),
-        "alerts": list(alerts or []),
-    }
-
-
-def dumps(payload: Mapping[str, Any]) -> str:
-    """Serialise compactly; NaN and infinities are refused (``ValueError``), as JSON has none."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
-
-
 def subtree_sizes(payload: Mapping[str, Any]) -> list[tuple[str, int]]:
     """Serialised size of each top-level metrics sub-tree, largest first."""
     metrics = payload.get("metrics", {})
     sizes = [(name, len(json.dumps(tree, separators=(",", ":")))) for name, tree in metrics.items()]
     return sorted(sizes, key=lambda item: -item[1])
-
-
-@cache
-def load_schema() -> dict[str, Any]:
-    """Return the payload JSON Schema shipped with ``edgemon-core``."""
-    text = files("edgemon").joinpath("schema/payload.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validation_errors(payload: Any) -> list[str]:
-    """Validate against the schema; return readable errors (empty when valid).
-
-    Needs ``jsonschema`` (the ``validate`` extra); imported here only, so the
-    agent's collection loop never pays for it.
-    """
-    import jsonschema  # noqa: PLC0415 - optional dependency, kept off the hot path
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    return [
-        f"{'/'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
-        for err in sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
-    ]

@@ -12,7 +12,6 @@ import functools
 import importlib
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ else:  # 3.9 has no entry_points(group=) and no EntryPoint.dist: the backport ha
     from importlib_metadata import entry_points
 
 from edgemon import PROJECT, PluginUnavailable, __version__, hookspecs, isolate
+from edgemon_protocol.ids import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ BUILTIN_PLUGINS = ("edgemon.builtin.memory", "edgemon.builtin.system")
 LOAD_ENV = "EDGEMON_LOAD_PLUGINS"
 DEFAULT_HOOK_TIMEOUT = 10.0
 """Seconds an import or a hook may take before the plugin is failed (``agent.startup_timeout``)."""
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 Status = Literal["loaded", "unavailable", "failed", "disabled"]
 

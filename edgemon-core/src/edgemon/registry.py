@@ -7,6 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgemon_protocol.ids import safe_key
+from edgemon_protocol.meta import Metric
+
+__all__ = ["Metric", "safe_key"]
+
 Tree = dict[str, Any]
 """A metrics sub-tree: nested dicts whose leaves are numbers, booleans, strings or None."""
 
@@ -27,7 +32,11 @@ class Collector:
         fn: returns the namespaced sub-tree.
         interval: seconds between runs; ``None`` runs it every cycle.
         timeout: seconds after which a run is abandoned; ``None`` uses the agent's.
-        units: optional ``{"percent": "%", ...}`` hints (leaf name -> unit) for dashboards.
+        metrics: what the values mean: ``{flat key or pattern: Metric(...)}``, e.g.
+            ``{"disk-usage-*-percent": Metric("%", headline="Disk")}``; ``*`` matches one level of the
+            key, ``**`` any number. Sent to the server, which formats and charts by unit.
+        units: shorthand for ``metrics``: ``{"percent": "%"}`` gives every leaf named ``percent``
+            under the collector's key that unit (``<name>-**-percent``).
     """
 
     name: str
@@ -36,6 +45,7 @@ class Collector:
     interval: float | None = None
     timeout: float | None = None
     units: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, Metric] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,9 @@ class RegisterCollector(Protocol):
         interval: float | None = None,
         timeout: float | None = None,
         units: Mapping[str, str] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
     ) -> None:
-        """Register ``fn`` as collector ``name`` (lower-case, digits, ``_``)."""
+        """Register ``fn`` as collector ``name`` (lower-case, digits, ``_``); see :class:`Collector`."""
 
 
 class RegisterRule(Protocol):
@@ -79,13 +90,3 @@ class RegisterRule(Protocol):
 
     def __call__(self, name: str, fn: RuleFn) -> None:
         """Register ``fn`` as alert rule ``name``."""
-
-
-def safe_key(raw: str) -> str:
-    """Turn a device, sensor or mount name into a valid metric key.
-
-    Anything but letters, digits and ``_`` becomes ``_`` (``/dev/mapper/vg-root``
-    -> ``dev_mapper_vg_root``), so plugin keys never contain the ``-`` separator.
-    """
-    key = re.sub(r"[^A-Za-z0-9_]", "_", raw).strip("_")
-    return key[:64] or "_"

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-KEY_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
-RULE_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+from edgemon_protocol.ids import KEY_RE, RULE_RE
+
 SEVERITIES = ("info", "warning", "critical")
 ALERT_FIELDS = frozenset({"rule", "severity", "message", "metric", "value"})
 MAX_STRING = 256

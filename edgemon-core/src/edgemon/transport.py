@@ -17,6 +17,10 @@ acknowledged payloads, and the agent subscribes to
 ``devices/<id>/commands/#``: a ``resend`` command ``{"from": a, "to": b}``
 from the server (which sees the hole in ``seq``) puts them back in the outbox.
 
+The metric metadata document (:mod:`edgemon_protocol.meta`) goes to ``devices/<id>/meta`` on every
+connection and whenever it changes, not with each payload; a publish of it that fails is tried
+again on the next connection.
+
 awscrt and awsiotsdk are imported only when MQTT is used, which keeps
 ``edgemon-agent once`` and the stdout mode light.
 """
@@ -24,7 +28,9 @@ awscrt and awsiotsdk are imported only when MQTT is used, which keeps
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +39,32 @@ from edgemon.config import Config
 from edgemon.connection import Connection, Connection311, TransportStatus
 from edgemon.forwarder import Forwarder
 from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
+from edgemon_protocol import topics
+from edgemon_protocol.mqtt import NOT_AUTHORIZED, explain
 
 log = logging.getLogger(__name__)
+
+META_REFUSED_WAIT = 600.0
+"""Seconds before a metadata document the broker refused (not authorized) is sent again."""
 
 MAX_PAYLOAD = MAX_BYTES
 """AWS IoT Core's message size limit; larger payloads are refused before publishing (the agent never builds one)."""
 
 
 class MqttSink:
-    """The agent's sink in MQTT mode: size check, buffer, forward."""
+    """The agent's sink in MQTT mode: size check, buffer, forward (an :class:`edgemon.sink.Sink`)."""
+
+    keeps_seq = True
 
     def __init__(self, config: Config, client_id: str) -> None:
         """Open the buffer and prepare the connection (not started)."""
         state = Path(config.agent.state_dir)
-        self.topic = config.mqtt.topic.format(client_id=client_id)
-        self.alerts_topic = config.mqtt.alerts_topic.format(client_id=client_id)
+        self.topic = topics.monitoring(client_id)
+        self.meta_topic = topics.meta(client_id)
+        self._meta = b""
+        self._meta_sent = b""
+        self._meta_lock = threading.Lock()
+        self._meta_refused_until = 0.0
         self.status = TransportStatus()
         self.buffer = Buffer(
             state / "buffer.db",
@@ -61,6 +78,66 @@ class MqttSink:
             else Connection(config.mqtt, client_id, self.status)
         )
         self.forwarder = Forwarder(self.buffer, self.connection, config.mqtt, state / "status.json")
+        forward = self.connection.on_change
+
+        def changed() -> None:
+            forward()
+            if self.connection.connected.is_set():
+                self._send_meta(force=time.monotonic() >= self._meta_refused_until)
+
+        self.connection.on_change = changed
+
+    def last_seq(self) -> int:
+        """The highest seq in the buffer (payloads are stored with their seq)."""
+        return self.buffer.last_seq()
+
+    def describe(self, body: bytes) -> None:
+        """Publish the metric metadata now if connected, and again on every connection."""
+        with self._meta_lock:
+            self._meta = body
+        if self.connection.connected.is_set():
+            self._send_meta(force=False)
+
+    def _send_meta(self, force: bool) -> None:
+        with self._meta_lock:
+            body = self._meta
+            if not body or (body == self._meta_sent and not force):
+                return
+            self._meta_sent = body
+        try:
+            future = self.connection.publish(self.meta_topic, body)
+        except Exception as exc:  # noqa: BLE001 - metadata is an aid; payloads go on without it
+            self._meta_failed(body, repr(exc))
+            return
+        future.add_done_callback(lambda f: self._meta_done(f, body))
+
+    def _meta_done(self, future: Future[Any], body: bytes) -> None:
+        exc = future.exception()
+        code = getattr(getattr(future.result(), "puback", None), "reason_code", None) if exc is None else None
+        if exc is not None:
+            self._meta_failed(body, explain(exc))
+        elif code is not None and int(code) == NOT_AUTHORIZED:
+            # Not tried again on every connection: some brokers (mosquitto) close the connection after a
+            # refused publish, and a refusal at each connect would keep payloads from ever going out.
+            self._meta_refused_until = time.monotonic() + META_REFUSED_WAIT
+            log.error(
+                "metric metadata not authorized (135): the broker's policy must allow this client to publish to "
+                f"{self.meta_topic}; tried again in {META_REFUSED_WAIT:.0f} s or when it changes",
+                extra={"topic": self.meta_topic, "reason": "not authorized (135)"},
+            )
+        elif code is not None and int(code) >= 128:
+            self._meta_failed(body, f"the broker refused it: {code!r}")
+        else:
+            log.debug("metric metadata sent", extra={"topic": self.meta_topic})
+
+    def _meta_failed(self, body: bytes, reason: str) -> None:
+        with self._meta_lock:
+            if self._meta_sent == body:
+                self._meta_sent = b""  # sent again on the next connection
+        log.warning(
+            "metric metadata not delivered; sent again on the next connection",
+            extra={"topic": self.meta_topic, "reason": reason},
+        )
 
     def start(self) -> None:
         """Connect and start forwarding (including what an earlier run left buffered)."""

@@ -28,9 +28,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from edgemon import logs
-from edgemon.config import ConfigError
-from edgemon.identity import is_loopback
+from edgemon_protocol import logs
+from edgemon_protocol.config import ConfigError
+from edgemon_protocol.mqtt import is_loopback
 from edgemon_server import __version__, migrations
 from edgemon_server.config import ServerConfig, api_token, load, split_bind
 from edgemon_server.db import make_engine
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgemon-server {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     mqtt = argparse.ArgumentParser(add_help=False)
-    mqtt.add_argument("--shared-group", help="join $share/<group>/devices/+/monitoring")
+    mqtt.add_argument("--shared-group", help="join the shared subscriptions $share/<group>/devices/+/...")
     mqtt.add_argument("--client-id", help="MQTT client id (default: the certificate's CN)")
     http = argparse.ArgumentParser(add_help=False)
     http.add_argument("--http-bind", help="host:port of the HTTP API (default 127.0.0.1:8000)")
@@ -223,7 +223,9 @@ def _collect(config: ServerConfig, engine: Any) -> int:
         signal.signal(sig, lambda *_: done.set())
     collector.on_fatal = lambda _reason: done.set()
     collector.start()
-    log.info("collector started", extra={"topic": collector.topic, "reason": f"client id {collector.client_id}"})
+    log.info(
+        "collector started", extra={"topic": " ".join(collector.topics), "reason": f"client id {collector.client_id}"}
+    )
     done.wait()
     collector.stop()
     if collector.stats.fatal:

@@ -16,6 +16,9 @@ flight; mosquitto 2.0 honours it at first but not strictly afterwards
 (a one-off check: 5 asked, 30 sent after 5 PUBACKs), so the queue has its own bound
 and, when full, holds the callback thread: backpressure toward the broker.
 
+It subscribes to every device's payloads (``devices/+/monitoring``) and metric metadata
+(``devices/+/meta``); the topics are the protocol's (:mod:`edgemon_protocol.topics`).
+
 Several collectors may share the load as members of one MQTT 5 shared
 subscription (``$share/<group>/devices/+/monitoring``), each with its own
 client id. Shared members use **clean** sessions: a broker
@@ -27,7 +30,6 @@ broker; the gap tracker sees the hole and asks the device to send it again.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -38,17 +40,27 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from edgemon.certs import subject_cn
-from edgemon.config import ConfigError
-from edgemon.connection import HINTS, connect_with_backoff, mqtt311_connection
-from edgemon.identity import is_aws_endpoint, is_loopback
+from edgemon_protocol import commands, topics
+from edgemon_protocol.certs import subject_cn
+from edgemon_protocol.config import ConfigError
+from edgemon_protocol.mqtt import (
+    Handlers,
+    connect_with_backoff,
+    explain,
+    mqtt5_client,
+    mqtt311_connection,
+    publish5,
+    refused_codes,
+    subscribe5,
+)
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Message, Store
 
 log = logging.getLogger(__name__)
 
-TOPIC = "devices/+/monitoring"
+KINDS = (topics.MONITORING, topics.META)
+"""What the collector stores: payloads and metric metadata (alert transitions come with the alerts work)."""
 SWEEP_EVERY = 1.0
 HEARTBEAT_EVERY = 5.0
 
@@ -71,9 +83,9 @@ class CollectorStats:
     fatal: str | None = None
 
 
-def topic_filter(group: str) -> str:
-    """The subscription: shared when ``group`` is set."""
-    return f"$share/{group}/{TOPIC}" if group else TOPIC
+def topic_filters(group: str) -> list[str]:
+    """The subscriptions: shared when ``group`` is set."""
+    return [topics.subscription(kind, group) for kind in KINDS]
 
 
 def client_id_for(config: ServerConfig) -> str:
@@ -131,9 +143,6 @@ class Collector:
 
     def __init__(self, config: ServerConfig, store: Store) -> None:
         """Check the settings and build the client (nothing connects before :meth:`start`)."""
-        from awscrt import mqtt5  # noqa: PLC0415 - the API process does not need awscrt
-
-        self.mqtt5 = mqtt5
         self.mqtt3: Any = None
         self.config = config
         self.store = store
@@ -148,74 +157,25 @@ class Collector:
         """Called (on the writer thread) when the writer dies; the CLI makes the process exit 70."""
         self._writer = threading.Thread(target=self._write_loop, name="edgemon-writer", daemon=True)
         self.client_id = client_id_for(config)
-        self.topic = topic_filter(s.shared_group)
+        self.topics = topic_filters(s.shared_group)
         self.client = self._build()
 
     def _build(self) -> Any:
-        mqtt5 = self.mqtt5
         m = self.config.mqtt
         s = self.config.server
-        if not m.endpoint:
-            raise ConfigError("mqtt.endpoint (EDGEMON_MQTT_ENDPOINT) is not set")
         if m.protocol == "3.1.1":
             return self._build_311()
-        aws = is_aws_endpoint(m.endpoint)
-        shared = bool(s.shared_group)
-        connect = mqtt5.ConnectPacket(
-            client_id=self.client_id,
-            keep_alive_interval_sec=m.keep_alive,
-            session_expiry_interval_sec=0 if shared else s.session_expiry,
-            receive_maximum=s.receive_maximum,
-        )
-        common: dict[str, Any] = {
-            "session_behavior": (
-                mqtt5.ClientSessionBehaviorType.CLEAN if shared else mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS
-            ),
-            "extended_validation_and_flow_control_options": (
-                mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
-                if aws
-                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE  # AWS defaults cap at 100 publishes/s
-            ),
-            "offline_queue_behavior": mqtt5.ClientOperationQueueBehaviorType.FAIL_QOS0_PUBLISH_ON_DISCONNECT,
-            "retry_jitter_mode": mqtt5.ExponentialBackoffJitterMode.FULL,
-            "min_reconnect_delay_ms": int(m.min_reconnect_delay * 1000),
-            "max_reconnect_delay_ms": int(m.max_reconnect_delay * 1000),
-            "connack_timeout_ms": int(m.connect_timeout * 1000),
-        }
         if m.insecure_local:
-            if not is_loopback(m.endpoint):
-                raise ConfigError(f"mqtt.insecure_local: refusing plain TCP to {m.endpoint!r} (not loopback)")
             log.warning("MQTT without TLS to a loopback broker (insecure_local): for development only")
-            return mqtt5.Client(
-                mqtt5.ClientOptions(
-                    host_name=m.endpoint,
-                    port=m.port,
-                    connect_options=connect,
-                    on_publish_callback_fn=self._on_publish,
-                    on_lifecycle_event_connection_success_fn=self._on_success,
-                    on_lifecycle_event_connection_failure_fn=self._on_failure,
-                    on_lifecycle_event_disconnection_fn=self._on_disconnect,
-                    **common,
-                )
-            )
-        for key in ("ca", "cert", "key"):
-            if not getattr(m, key):
-                raise ConfigError(f"mqtt.{key} (EDGEMON_MQTT_{key.upper()}) is required for mutual TLS")
-        from awsiot import mqtt5_client_builder  # noqa: PLC0415
-
-        return mqtt5_client_builder.mtls_from_path(
-            endpoint=m.endpoint,
-            port=m.port,
-            cert_filepath=m.cert,
-            pri_key_filepath=m.key,
-            ca_filepath=m.ca,
-            connect_options=connect,
-            enable_metrics_collection=aws,
-            on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_success,
-            on_lifecycle_connection_failure=self._on_failure,
-            on_lifecycle_disconnection=self._on_disconnect,
-            **common,
+        handlers = Handlers(self._on_success, self._on_failure, self._on_disconnect, self._on_publish)
+        shared = bool(s.shared_group)
+        return mqtt5_client(
+            m,
+            self.client_id,
+            handlers,
+            persistent=not shared,
+            session_expiry=s.session_expiry,
+            receive_maximum=s.receive_maximum,
         )
 
     def _build_311(self) -> Any:
@@ -228,8 +188,6 @@ class Collector:
         from awscrt import mqtt as mqtt3  # noqa: PLC0415
 
         m = self.config.mqtt
-        if not (m.insecure_local and is_loopback(m.endpoint)):
-            raise ConfigError("mqtt.protocol 3.1.1 is only for a loopback demo broker with mqtt.insecure_local")
         if self.config.server.shared_group:
             raise ConfigError("server.shared_group needs MQTT 5 (shared subscriptions)")
         log.warning("MQTT 3.1.1 without TLS to a loopback demo broker: for development only")
@@ -256,8 +214,9 @@ class Collector:
             msg = Message(topic, bytes(payload), time.time())
             self.queue.put(msg)
 
-        future, _packet = self.client.subscribe(TOPIC, self.mqtt3.QoS.AT_LEAST_ONCE, callback=on_message)
-        future.add_done_callback(lambda _f: log.info("subscribed", extra={"topic": TOPIC}))
+        for topic in self.topics:
+            future, _packet = self.client.subscribe(topic, self.mqtt3.QoS.AT_LEAST_ONCE, callback=on_message)
+            future.add_done_callback(lambda _f, t=topic: log.info("subscribed", extra={"topic": t}))
 
     # --- awscrt threads -------------------------------------------------------------------------
 
@@ -288,27 +247,18 @@ class Collector:
             "collector connected",
             extra={"reason": f"{self.config.mqtt.endpoint}:{self.config.mqtt.port} session_present={present}"},
         )
-        packet = self.mqtt5.SubscribePacket(
-            subscriptions=[self.mqtt5.Subscription(topic_filter=self.topic, qos=self.mqtt5.QoS.AT_LEAST_ONCE)]
-        )
-        self.client.subscribe(packet).add_done_callback(self._subscribed)
+        subscribe5(self.client, self.topics, self._subscribed)
 
     def _subscribed(self, future: Any) -> None:
-        exc = future.exception()
-        codes = [int(c) for c in getattr(future.result(), "reason_codes", [])] if exc is None else []
-        if exc is not None or any(code >= 128 for code in codes):
-            log.error(
-                "subscription refused",
-                extra={"topic": self.topic, "reason": repr(exc) if exc is not None else f"reason codes {codes}"},
-            )
+        refused = refused_codes(future)
+        if refused is not None:
+            log.error("subscription refused", extra={"topic": " ".join(self.topics), "reason": refused})
         else:
-            log.info("subscribed", extra={"topic": self.topic})
+            log.info("subscribed", extra={"topic": " ".join(self.topics)})
 
     def _on_failure(self, data: Any) -> None:
         self.stats.state = "disconnected"
-        exc = data.exception
-        name = getattr(exc, "name", type(exc).__name__)
-        log.error("collector cannot connect; retrying", extra={"reason": f"{name}: {HINTS.get(name, exc)}"})
+        log.error("collector cannot connect; retrying", extra={"reason": explain(data.exception)})
 
     def _on_disconnect(self, data: Any) -> None:
         self.connected.clear()
@@ -415,14 +365,12 @@ class Collector:
         if self.gaps is None or not self.connected.is_set():
             return
         for gap in self.gaps.due(time.time()):
-            topic = f"devices/{gap.device}/commands/resend"
-            body = json.dumps({"from": gap.first, "to": gap.last}).encode()
+            topic = topics.command(gap.device, commands.RESEND)
+            body = commands.encode_resend(gap.first, gap.last)
             if self.config.mqtt.protocol == "3.1.1":
                 self.client.publish(topic, body, self.mqtt3.QoS.AT_LEAST_ONCE)
             else:
-                self.client.publish(
-                    self.mqtt5.PublishPacket(topic=topic, payload=body, qos=self.mqtt5.QoS.AT_LEAST_ONCE)
-                )
+                publish5(self.client, topic, body)
             self.stats.resend_requests += 1
             log.info(
                 "asked a device for missing payloads",

@@ -1,7 +1,7 @@
 """Server configuration: a TOML file (``--config``), then ``EDGEMON_*`` variables, then flags.
 
-The ``[mqtt]`` section and its ``EDGEMON_MQTT_*`` variables are the agent's
-(:class:`edgemon.config.MqttSettings`); ``[server]`` is below. Example::
+The ``[mqtt]`` section and its ``EDGEMON_MQTT_*`` variables are the protocol's connection keys
+(:class:`edgemon_protocol.mqtt.MqttSettings`, the same as the agent's); ``[server]`` is below. Example::
 
     [server]
     database_url = "postgresql+psycopg://edgemon@db/edgemon"
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgemon.config import ConfigError, MqttSettings, check_mqtt, load_sections
+from edgemon_protocol.config import ConfigError, load_sections
+from edgemon_protocol.mqtt import MQTT_RANGES, REMOVED, MqttSettings, check_mqtt
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ServerSettings:
 
     Attributes:
         database_url: SQLAlchemy URL; default a SQLite file under ``./var/``.
-        shared_group: join ``$share/<group>/devices/+/monitoring``; empty: a plain subscription.
+        shared_group: join ``$share/<group>/devices/+/<kind>``; empty: plain subscriptions.
         http_bind: ``host:port`` of the HTTP API.
         client_id: MQTT client id; default the certificate's CN. Each collector needs its own
             (the broker keeps one persistent session per id).
@@ -107,14 +108,14 @@ def load(
         ConfigError: naming the file, line and key.
     """
     env = os.environ if environ is None else environ
-    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS)
+    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS, removed=REMOVED)
     server: ServerSettings = parsed["server"]
     server_raw = raw.get("server", {})
 
     def at(key: str) -> str:
         return where.at("server", key) if key in server_raw else ""
 
-    check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in raw.get("mqtt", {}) else "")
+    check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in raw.get("mqtt", {}) else "", MQTT_RANGES)
     if server.log_format not in ("text", "json"):
         raise ConfigError(f"{at('log_format')}server.log_format: {server.log_format!r} is not one of text, json")
     if server.log_level not in ("debug", "info", "warning", "error"):

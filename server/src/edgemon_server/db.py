@@ -17,6 +17,8 @@ Tables:
 - ``payloads``: (device, seq, ts) of every stored payload: duplicates are
   found here and holes in ``seq`` (missing payloads) are counted from it.
 - ``rejects``: the dead-letter table.
+- ``metric_meta``: each device's latest metric metadata document (units, kinds, headlines), as
+  ``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order (first match wins).
 - ``collectors``: a heartbeat per running collector (its counters), so that
   ``/healthz`` of an API process shows the collectors of other processes.
 """
@@ -124,6 +126,21 @@ class Reject(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     """The payload's ``seq`` when it could be read: a rejected seq is not missing, and never asked for again."""
+
+
+class MetricMeta(Base):
+    """A device's metric metadata document (``devices/<id>/meta``), replaced by each newer one.
+
+    No foreign key: a device may describe its metrics before its first payload is stored.
+    """
+
+    __tablename__ = "metric_meta"
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    """The document's time on the device's clock (an older one arriving late is ignored)."""
+    received: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[list[Any]] = mapped_column(JSON)
 
 
 class CollectorHeartbeat(Base):

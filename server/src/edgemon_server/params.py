@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import request
 
+from edgemon_protocol.ids import DEVICE_ID_RE
 from edgemon_server.validate import from_ms, to_ms
 
-DEVICE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+DEVICE_RE = DEVICE_ID_RE
 MAX_METRICS = 10
 MAX_KEY = 1024
 DEFAULT_POINTS = 500

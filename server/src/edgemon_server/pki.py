@@ -25,29 +25,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgemon_protocol import topics
+from edgemon_protocol.ids import CERT_NAME_MAX, DEVICE_ID_RE
+
 COLLECTOR_CN = "edgemon-collector"
 """The collectors' names: ``edgemon-collector`` and ``edgemon-collector-<n>`` (one certificate each)."""
 SERVER_CN = "localhost"
 RESERVED = ("ca", SERVER_CN)
-DEVICE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-"""A device name: the protocol's device-id characters, and at most 64 (an X.509 CN's upper bound)."""
 MAX_PACKET = 256 * 1024
 """Largest MQTT packet the broker accepts: the agent's 128 KB payload limit (AWS IoT Core's) with room to spare."""
 
-ACL_HEAD = """# edgemon: what each identity (certificate CN = user name = client id) may do.
-# Devices: publish their own payloads and alerts, read their own commands (the local twin of a
-# per-thing AWS IoT policy). Explicit topics, no '#': a CN like 'dev-b/monitoring' gets nothing.
-pattern write devices/%u/monitoring
-pattern write devices/%u/alerts
-pattern read devices/%u/commands/#
-"""
+ACL_HEAD = "\n".join(
+    [
+        "# edgemon: what each identity (certificate CN = user name = client id) may do.",
+        "# Devices: publish their own payloads, metadata and alerts, read their own commands (the local",
+        "# twin of a per-thing AWS IoT policy). Explicit topics, no '#': a CN like 'dev-b/monitoring' gets nothing.",
+        *topics.device_acl(),
+        "",
+    ]
+)
 
-COLLECTOR_ACL = """
-user {name}
-topic read devices/+/monitoring
-topic read devices/+/alerts
-topic write devices/+/commands/#
-"""
+COLLECTOR_ACL = "\n".join(["", "user {name}", *topics.collector_acl(), ""])
 
 
 def check_device_name(name: str) -> None:
@@ -56,7 +54,7 @@ def check_device_name(name: str) -> None:
     Raises:
         ValueError: with the reason.
     """
-    if not DEVICE_RE.fullmatch(name):
+    if not DEVICE_ID_RE.fullmatch(name) or len(name) > CERT_NAME_MAX:
         raise ValueError(f"{name[:80]!r}: a device name is 1-64 of letters, digits, _ . : -")
     if name.lower() in RESERVED or name.lower().startswith(COLLECTOR_CN):
         raise ValueError(f"{name!r} is reserved (the CA, the broker and the collectors use it)")

@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy import Connection, Engine, select
 
+from edgemon_protocol.flatten import CollisionError, unflatten
 from edgemon_server import queries as q
 from edgemon_server.access import ApiSettings
-from edgemon_server.flatten import CollisionError, unflatten
 from edgemon_server.openapi import document
 from edgemon_server.params import (
     DEFAULT_POINTS,

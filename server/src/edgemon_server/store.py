@@ -30,9 +30,20 @@ from sqlalchemy import BigInteger, Connection, Engine, bindparam, case, func, se
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from edgemon_protocol import topics
+from edgemon_protocol.payload import MAX_SEQ
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
-from edgemon_server.validate import MAX_SEQ, Accepted, Limits, RejectedError, device_of, escape, parse
+from edgemon_server.validate import (
+    Accepted,
+    Described,
+    Limits,
+    RejectedError,
+    device_of,
+    escape,
+    parse,
+    parse_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,8 @@ REJECTS_KEEP_DAYS = 7.0
 REJECTS_PER_DEVICE = 1000
 """Dead letters kept per device at most (the newest): one device cannot fill the database with garbage."""
 COLLECTORS = Base.metadata.tables["collectors"]
+META = Base.metadata.tables["metric_meta"]
+META_SUFFIX = "/" + topics.META
 KEEP_BYTES = 1024
 """How much of a rejected payload the dead-letter table keeps."""
 
@@ -93,8 +106,11 @@ class Result:
     duplicates: int = 0
     rejected: int = 0
     samples: int = 0
+    described: int = 0
+    """Metric metadata documents stored."""
 
     def __iadd__(self, other: Result) -> Result:
+        self.described += other.described
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.rejected += other.rejected
@@ -132,9 +148,13 @@ class Store:
         """
         now = time.time() if now is None else now
         accepted: list[Accepted] = []
+        described: list[Described] = []
         rejects: list[tuple[Message, str]] = []
         for msg in messages:
             try:
+                if msg.topic.endswith(META_SUFFIX):
+                    described.append(parse_meta(msg.topic, msg.body, self.limits))
+                    continue
                 accepted.append(parse(msg.topic, msg.body, self.limits, now))
             except RejectedError as exc:
                 rejects.append((msg, escape(exc.reason)))
@@ -143,7 +163,7 @@ class Store:
                 log.error("validation error", extra={"topic": escape(msg.topic, 200), "reason": reason}, exc_info=True)
                 rejects.append((msg, reason))
         try:
-            result = self._transaction(accepted, rejects, now)
+            result = self._transaction(accepted, rejects, now, described)
         except OperationalError:
             self._forget()
             raise
@@ -186,8 +206,14 @@ class Store:
         self._reject_logs[device] = (window, logged + 1, quiet)
         log.warning("payload rejected", extra={"device": device, "topic": escape(msg.topic, 200), "reason": reason})
 
-    def _transaction(self, accepted: list[Accepted], rejects: list[tuple[Message, str]], now: float) -> Result:
-        result = Result(rejected=len(rejects))
+    def _transaction(
+        self,
+        accepted: list[Accepted],
+        rejects: list[tuple[Message, str]],
+        now: float,
+        described: Sequence[Described] = (),
+    ) -> Result:
+        result = Result(rejected=len(rejects), described=len(described))
         now_ms = round(now * 1000)
         new: list[Accepted] = []
         seqs = [rejected_seq(m) for m, _ in rejects]
@@ -198,6 +224,8 @@ class Store:
                 result.duplicates = len(accepted) - len(new)
                 result.samples = self._samples(conn, new)
                 self._update_devices(conn, accepted, new, now_ms)
+            for doc in described:
+                self._describe(conn, doc, now_ms)
             if rejects:
                 conn.execute(
                     REJECTS.insert(),
@@ -224,6 +252,15 @@ class Store:
             ]
             self.gaps.observe(seen, now)
         return result
+
+    def _describe(self, conn: Connection, doc: Described, now_ms: int) -> None:
+        """Keep the newest document of each device (by its own ``ts``): a late older one changes nothing."""
+        old = conn.execute(select(META.c.ts).where(META.c.device_id == doc.device)).scalar()
+        row = {"ts": doc.ts, "received": now_ms, "entries": doc.entries}
+        if old is None:
+            conn.execute(META.insert().values(device_id=doc.device, **row))
+        elif doc.ts >= old:
+            conn.execute(META.update().where(META.c.device_id == doc.device).values(**row))
 
     def prune_rejects(
         self, now: float, keep_days: float = REJECTS_KEEP_DAYS, per_device: int = REJECTS_PER_DEVICE

@@ -18,23 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgemon_server.flatten import SEP, CollisionError, flatten
+from edgemon_protocol import meta, topics
+from edgemon_protocol.flatten import SEP, CollisionError, flatten
+from edgemon_protocol.ids import KEY_RE, RULE_RE, TS_RE
+from edgemon_protocol.payload import MAX_INTERVAL, MAX_SEQ, MAX_STRING, SEVERITIES
 
-TOPIC_RE = re.compile(r"devices/([A-Za-z0-9_.:-]{1,128})/monitoring")
-KEY_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
-TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
-RULE_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 FIELDS = frozenset({"schema", "device_id", "ts", "seq", "interval", "metrics", "alerts"})
-SEVERITIES = frozenset({"info", "warning", "critical"})
-MAX_STRING = 256
-MAX_SEQ = 2**53 - 1
-"""Largest ``seq``: exact in a double, so in JavaScript (the dashboard) and in every counter derived from it."""
-MAX_INTERVAL = 86400.0
-"""Largest ``interval`` (the agent's own bound): a larger one would keep a silent device "online" for ever."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +71,9 @@ class Accepted:
 
 
 def device_of(topic: str) -> str | None:
-    """The device id in ``devices/<id>/monitoring``, else ``None``."""
-    match = TOPIC_RE.fullmatch(topic)
-    return match[1] if match else None
+    """The device id of an uplink topic (``devices/<id>/monitoring``, ``.../meta``), else ``None``."""
+    parsed = topics.parse(topic)
+    return parsed.device if parsed is not None else None
 
 
 def _no_constant(name: str) -> Any:
@@ -125,6 +117,37 @@ def parse_ts(value: Any) -> int:
     return to_ms(when)
 
 
+@dataclass(frozen=True)
+class Described:
+    """A valid metric metadata document (``devices/<id>/meta``)."""
+
+    device: str
+    ts: int
+    entries: list[list[Any]]
+    """``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order."""
+
+
+def parse_meta(topic: str, body: bytes, limits: Limits) -> Described:
+    """Validate a metric metadata document (:mod:`edgemon_protocol.meta`).
+
+    Raises:
+        RejectedError: with the reason.
+    """
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind != topics.META:
+        raise RejectedError(f"topic {topic[:200]!r} is not devices/<id>/meta")
+    if len(body) > limits.max_bytes:
+        raise RejectedError(f"metadata too large: {len(body)} bytes > {limits.max_bytes}")
+    try:
+        device, entries = meta.parse(body)
+        ts = parse_ts(json.loads(body).get("ts"))
+    except ValueError as exc:
+        raise RejectedError(f"metadata: {exc}") from None
+    if device != parsed.device:
+        raise RejectedError(f"device_id {device!r} does not match the topic's {parsed.device!r}")
+    return Described(device, ts, [[pattern, m.to_json()] for pattern, m in entries.items()])
+
+
 def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
     """Validate and flatten one message.
 
@@ -137,7 +160,8 @@ def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
     Raises:
         RejectedError: with the reason; nothing of the message is stored as samples.
     """
-    device = device_of(topic)
+    parsed = topics.parse(topic)
+    device = parsed.device if parsed is not None and parsed.kind == topics.MONITORING else None
     if device is None:
         raise RejectedError(f"topic {topic[:200]!r} is not devices/<id>/monitoring")
     if len(body) > limits.max_bytes:

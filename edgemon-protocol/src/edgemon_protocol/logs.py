@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import Any
 
+from edgemon_protocol.payload import utc_timestamp
+
 FIELDS = ("device", "plugin", "collector", "rule", "reason", "topic", "seq", "path")
 
 
@@ -27,8 +29,6 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
-        from edgemon.payload import utc_timestamp  # noqa: PLC0415 - avoids an import cycle at start-up
-
         out: dict[str, Any] = {
             "ts": utc_timestamp(record.created),
             "level": record.levelname.lower(),

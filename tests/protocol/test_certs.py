@@ -10,8 +10,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgemon.certs import subject_cn, subject_cn_der, validity
-from edgemon.identity import check_clock
+from edgemon_protocol.certs import subject_cn, subject_cn_der, validity
 
 common_names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16)
 
@@ -50,20 +49,3 @@ def test_validity_matches_cryptography(pki):
             cert.not_valid_before_utc.timestamp(),
             cert.not_valid_after_utc.timestamp(),
         )
-
-
-def test_a_clock_before_the_certificate_or_an_expired_one_is_warned_about(pki, caplog):
-    import logging
-    import time
-
-    ident = pki.issue("dev-clock")
-    start, end = validity(ident.cert)
-    with caplog.at_level(logging.WARNING, logger="edgemon"):
-        check_clock(time.time(), start, end, str(ident.cert))
-        assert caplog.records == [], "a right clock and a valid certificate say nothing"
-        check_clock(946684800.0, start, end, str(ident.cert))  # an RTC back at 2000-01-01
-        check_clock(end + 10, start, end, str(ident.cert))
-    messages = [r.getMessage() for r in caplog.records]
-    assert "the system clock is earlier than this device's certificate" in messages[0]
-    assert "2000-01-01T00:00:00.000Z" in caplog.records[0].reason
-    assert "certificate has expired" in messages[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from edgemon import logs
+from edgemon_protocol import logs
 
 
 def test_json_lines_carry_structured_fields(capsys):

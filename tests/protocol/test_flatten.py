@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from edgemon_server.flatten import CollisionError, flatten, unflatten
+from edgemon_protocol.flatten import CollisionError, flatten, unflatten
 
 valid_key = st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True)
 any_key = st.text(alphabet="ab-_1", min_size=1, max_size=4)
