@@ -156,7 +156,7 @@ def main() -> None:
         def bare_devices() -> Any:
             rows = conn.execute(q.devices_page("", "id", False, None, 100)).all()
             ids = [r.id for r in rows]
-            return q.metric_counts(conn, ids), q.headlines(conn, ids)
+            return q.metric_counts(conn, ids), q.headlines(conn, ids, q.metadata(conn, ids))
 
         series_url = f"/api/v1/devices/dense/series?metric=cpu-percent&from={frm}&to={to}&points=500"
         cases = [

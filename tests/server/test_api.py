@@ -9,10 +9,12 @@ import signal
 import subprocess
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from edgemon_protocol.payload import utc_timestamp
 from edgemon_server import queries as q
 from edgemon_server.api import ApiSettings, create_app
 from edgemon_server.store import Message, Store
@@ -46,8 +48,27 @@ def agent_payload(tmp_path_factory):
     return out.stdout.encode()
 
 
+@pytest.fixture(scope="session")
+def agent_meta(tmp_path_factory):
+    """The same agent's metric metadata document (``edgemon-agent describe``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+    env.update(
+        EDGEMON_STATE_DIR=str(tmp_path_factory.mktemp("agent-state")),
+        EDGEMON_CLIENT_ID="cli-device",
+        EDGEMON_LOAD_PLUGINS="cpu,disk",
+    )
+    out = subprocess.run([str(AGENT_BIN), "describe"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def describe(store: Store, device: str, doc: dict[str, Any]) -> None:
+    body = json.dumps({**doc, "device_id": device}).encode()
+    assert store.write([Message(f"devices/{device}/meta", body, time.time())]).described == 1
+
+
 @pytest.fixture
-def client(engine, store, agent_payload):
+def client(engine, store, agent_payload, agent_meta):
     ingest(store, "sim-a", [0, 1, 2, 5])
     ingest(store, "sim-a", [1])  # a duplicate
     store.write([Message("devices/sim-a/monitoring", b"{broken", time.time())])  # a reject
@@ -55,6 +76,9 @@ def client(engine, store, agent_payload):
     for name in ("sim-c", "sim-d", "other"):
         ingest(store, name, [0])
     store.write([Message("devices/cli-device/monitoring", agent_payload, time.time())])
+    describe(store, "cli-device", agent_meta)
+    gpu = {"gpu-*-utilization-gpu": {"unit": "%", "headline": "GPU"}}
+    describe(store, "sim-b", {**agent_meta, "metrics": {**agent_meta["metrics"], **gpu}})
     app = create_app(engine, ApiSettings(rate_limit=""))
     return app.test_client()
 
@@ -75,20 +99,23 @@ def test_devices_lists_the_fleet_with_status_counts_and_headlines(client, agent_
     assert by_id["sim-b"]["metrics"] == 51
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", by_id["sim-b"]["last_seen"])
     agent = json.loads(agent_payload)["metrics"]
-    head = by_id["cli-device"]["headline"]
-    assert head["cpu"] == pytest.approx(agent["cpu"]["percent"])
-    assert head["memory"] == pytest.approx(agent["memory"]["percent"])
-    assert head["disk"] == pytest.approx(max(d["percent"] for d in agent["disk"]["usage"].values()))
-    assert head["gpu"] is None
+    # Headlines are what the plugins declared (memory is built in; cpu and disk are plugins), in their order.
+    heads = {h["label"]: h for h in by_id["cli-device"]["headlines"]}
+    assert list(heads) == ["Memory", "CPU", "Disk"]
+    assert heads["CPU"]["value"] == pytest.approx(agent["cpu"]["percent"])
+    assert heads["CPU"] | {"value": 0} == {"label": "CPU", "key": "cpu-percent", "value": 0, "unit": "%"}
+    assert heads["Memory"]["value"] == pytest.approx(agent["memory"]["percent"])
+    assert heads["Disk"]["value"] == pytest.approx(max(d["percent"] for d in agent["disk"]["usage"].values()))
     fullest = max(agent["disk"]["usage"], key=lambda d: agent["disk"]["usage"][d]["percent"])
-    assert by_id["cli-device"]["headline_keys"]["disk"] == f"disk-usage-{fullest}-percent"
-    assert by_id["cli-device"]["headline_keys"]["cpu"] == "cpu-percent"
-    assert by_id["sim-b"]["headline_keys"] == {
-        "cpu": "cpu-percent",
-        "memory": "memory-percent",
-        "disk": "disk-usage-nvme0n1-percent",
-        "gpu": "gpu-0-utilization-gpu",
+    assert heads["Disk"]["key"] == f"disk-usage-{fullest}-percent"
+    sim_b = {h["label"]: h["key"] for h in by_id["sim-b"]["headlines"]}
+    assert sim_b == {
+        "CPU": "cpu-percent",
+        "Memory": "memory-percent",
+        "Disk": "disk-usage-nvme0n1-percent",
+        "GPU": "gpu-0-utilization-gpu",
     }
+    assert by_id["sim-a"]["headlines"] == [], "a device that described nothing has no headlines"
     assert body["next_cursor"] is None
 
 
@@ -131,6 +158,53 @@ def test_metrics_with_prefix_and_latest_values(client):
     assert [m["key"] for m in body["metrics"]] == ["cpu-cores-cpu1-freq_mhz", "cpu-cores-cpu1-percent"]
     assert body["metrics"][1]["value"] == (99 * 7 + 1) % 100
     assert body["metrics"][1]["ts"] == "2026-01-01T00:01:39.000Z"
+
+
+def test_metrics_carry_what_the_device_declared(client, agent_meta):
+    by_key = {m["key"]: m for m in get(client, "/api/v1/devices/cli-device/metrics")["metrics"]}
+    assert by_key["cpu-percent"]["unit"] == "%"
+    assert by_key["cpu-percent"]["kind"] == "gauge"
+    assert "busy time" in by_key["cpu-percent"]["description"]
+    read = next(m for k, m in by_key.items() if k.startswith("disk-io-") and k.endswith("-read_bytes"))
+    assert (read["unit"], read["kind"]) == ("B", "counter")
+    assert by_key["system-uptime_s"]["unit"] == "s"
+    assert by_key["agent-cycle_ms"]["unit"] == "ms"
+    undeclared = get(client, "/api/v1/devices/sim-a/metrics")["metrics"][0]
+    assert (undeclared["unit"], undeclared["kind"], undeclared["description"]) == (None, "gauge", None)
+
+
+def test_a_newer_description_replaces_an_older_one_and_a_late_older_one_changes_nothing(client, store, agent_meta):
+    newer = {
+        **agent_meta,
+        "ts": utc_timestamp(time.time() + 60),
+        "metrics": {"cpu-percent": {"unit": "%", "headline": "Load"}},
+    }
+    describe(store, "cli-device", newer)
+    describe(store, "cli-device", {**agent_meta, "ts": "2000-01-01T00:00:00.000Z"})
+    heads = next(d for d in get(client, "/api/v1/devices")["devices"] if d["id"] == "cli-device")["headlines"]
+    assert [h["label"] for h in heads] == ["Load"]
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "reason"),
+    [
+        ("devices/d1/meta", b"{", "not JSON"),
+        ("devices/d1/meta", b'{"schema": 1, "device_id": "d2", "ts": "2026-01-01T00:00:00Z", "metrics": {}}', "match"),
+        ("devices/d1/meta", b'{"schema": 1, "device_id": "d1", "ts": "x", "metrics": {}}', "ts"),
+        (
+            "devices/d1/meta",
+            b'{"schema": 1, "device_id": "d1", "ts": "2026-01-01T00:00:00Z", "metrics": {"*": {}}}',
+            "pattern",
+        ),
+        ("devices/d1/meta", b'{"schema": 1, "device_id": "d1", "ts": "2099-01-01T00:00:00Z", "metrics": {}}', "ahead"),
+    ],
+)
+def test_a_bad_description_is_a_reject_with_its_reason(store, engine, topic, body, reason):
+    result = store.write([Message(topic, body, time.time())])
+    assert (result.rejected, result.described) == (1, 0)
+    with engine.connect() as conn:
+        (stored,) = conn.execute(text("SELECT reason FROM rejects")).one()
+    assert reason in stored
 
 
 def test_latest_flat_nested_and_etag(client):
@@ -329,7 +403,7 @@ def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
     statements = [
         q.devices_page("sim", "id", False, ("a", "a"), 100),
         q.devices_page("", "last_seen", True, (1, "a"), 100),
-        q.headlines_query(["a", "b"]),
+        q.headlines_query(["a", "b"], ["cpu-percent", "disk-usage-*-percent"]),
         q.metrics_query("a", "cpu-"),
         q.count_query(1, 0, 10),
         q.raw_query(1, 0, 10),

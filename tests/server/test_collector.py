@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from edgemon_protocol.flatten import flatten
-from edgemon_server.db import Device, Payload, Reject, Sample, Series, make_engine
+from edgemon_server.db import Device, MetricMeta, Payload, Reject, Sample, Series, make_engine
 from tests.fleet import SAMPLES_PER_PAYLOAD, Fleet, payload
 
 pytestmark = pytest.mark.slow
@@ -84,6 +84,20 @@ def test_agent_payloads_become_exactly_the_flattened_rows(
             assert math.isclose(by_ts[ts][key], value, rel_tol=1e-12), key
     strings = {k: v for k, v in flatten(sent[stored[-1][0]]["metrics"]).items() if isinstance(v, str)}
     assert strings.items() <= device.attributes.items()
+    # The agent described its metrics once, on connecting (devices/dev-real/meta); the collector kept it.
+    eng = make_engine(db_url)
+    deadline = time.monotonic() + 10
+    described = None
+    while described is None and time.monotonic() < deadline:
+        with eng.connect() as conn:
+            described = conn.execute(select(MetricMeta.entries).where(MetricMeta.device_id == "dev-real")).scalar()
+        time.sleep(0.1)
+    eng.dispose()
+    assert described is not None, "the metadata document arrived"
+    entries = dict((pattern, fields) for pattern, fields in described)
+    assert entries["cpu-percent"]["unit"] == "%"
+    assert entries["cpu-percent"]["headline"] == "CPU"
+    assert entries["disk-usage-*-percent"]["headline"] == "Disk"
 
 
 def test_each_kind_of_bad_input_is_dead_lettered_and_the_rest_stored(

@@ -1,12 +1,20 @@
 """edgemon: a pluggable monitoring agent for fleets of edge devices.
 
-Plugins import the markers from here::
+Everything a plugin needs is imported from here::
 
-    from edgemon import hookimpl
+    from edgemon import Metric, RegisterCollector, hookimpl
 
     @hookimpl
-    def edgemon_register_collectors(register):
-        register("example", lambda: {"example": {"answer": 42}})
+    def edgemon_register_collectors(register: RegisterCollector) -> None:
+        register("example", lambda: {"example": {"answer": 42}},
+                 metrics={"example-answer": Metric("count", headline="Answer")})
+
+- :data:`hookimpl` marks a hook implementation (:mod:`edgemon.hookspecs` lists the hooks);
+- :class:`RegisterCollector`, :class:`RegisterRule`: the register callbacks' signatures;
+- :class:`SettingsSpec`: a plugin's ``[plugins.<name>]`` section;
+- :class:`Metric`, :data:`UNITS`, :data:`KINDS`: what a value means (unit, kind, headline);
+- :func:`safe_key`: a name from the outside world (a mount point) as a metric key;
+- :class:`PluginUnavailable`: raised by ``edgemon_startup`` when the plugin cannot work on this host.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -35,4 +43,27 @@ class PluginUnavailable(Exception):  # noqa: N818 - a state, not a failure of th
     """
 
 
-__all__ = ["PROJECT", "PluginUnavailable", "__version__", "hookimpl", "hookspec"]
+from edgemon.registry import (  # noqa: E402 - after the markers, which the registry's users import from here
+    KINDS,
+    UNITS,
+    Metric,
+    RegisterCollector,
+    RegisterRule,
+    SettingsSpec,
+    safe_key,
+)
+
+__all__ = [
+    "KINDS",
+    "PROJECT",
+    "UNITS",
+    "Metric",
+    "PluginUnavailable",
+    "RegisterCollector",
+    "RegisterRule",
+    "SettingsSpec",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "safe_key",
+]

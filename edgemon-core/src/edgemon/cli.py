@@ -6,6 +6,7 @@ Commands::
     edgemon-agent run [--output stdout]      the daemon loop
     edgemon-agent plugins [--json]           discovered plugins and their status
     edgemon-agent plugins test NAME          one plugin's sub-tree, checked against the payload rules
+    edgemon-agent describe                   the metric metadata document (units, kinds, headlines)
     edgemon-agent check-config [--config F]  every check ``run`` makes before connecting; prints the result
     edgemon-agent status [--json]            the send buffer and the connection (reads only)
 
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     ptest = psub.add_parser("test", parents=[common], help="run one plugin's collectors once")
     ptest.add_argument("name")
     sub.add_parser("check-config", parents=[common], help="validate and print the effective configuration")
+    sub.add_parser("describe", parents=[common], help="print the metric metadata document the agent sends")
     return parser
 
 
@@ -198,6 +200,10 @@ def _dispatch(args: argparse.Namespace, agent: Agent, out: TextIO) -> int:
         return _plugins_test(agent, args.name, out)
     if args.command == "plugins":
         return _plugins_list(agent, as_json, out)
+    if args.command == "describe":
+        agent.start()
+        out.write(agent.describe().decode() + "\n")
+        return 0
     if args.command == "once":
         agent.start()
         payload, _body = agent.cycle_body()

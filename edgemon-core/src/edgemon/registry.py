@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgemon_protocol.ids import safe_key
-from edgemon_protocol.meta import Metric
+from edgemon_protocol.meta import KINDS, UNITS, Metric
 
-__all__ = ["Metric", "safe_key"]
+__all__ = ["KINDS", "UNITS", "Metric", "safe_key"]
 
 Tree = dict[str, Any]
 """A metrics sub-tree: nested dicts whose leaves are numbers, booleans, strings or None."""

@@ -4,20 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgemon_protocol.meta import KINDS, UNITS
 from edgemon_server import __version__
 
 TIME = {"type": ["string", "null"], "format": "date-time", "description": "UTC, ISO 8601 with Z"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+UNIT = {
+    "enum": [*UNITS, None],
+    "description": "the unit the device declared (null: none declared; a client may guess from the key)",
+}
 HEADLINE = {
     "type": "object",
-    "required": ["cpu", "memory", "disk", "gpu"],
-    "properties": {k: {"type": ["number", "null"]} for k in ("cpu", "memory", "disk", "gpu")},
+    "required": ["label", "key", "value", "unit"],
+    "properties": {
+        "label": {"type": "string", "description": "the column label the plugin declared (CPU, Disk, ...)"},
+        "key": {"type": ["string", "null"], "description": "the metric key behind the value (the fullest disk)"},
+        "value": {"type": ["number", "null"], "description": "the largest latest value of the matching keys"},
+        "unit": UNIT,
+    },
 }
-HEADLINE_KEYS = {
+METRIC = {
     "type": "object",
-    "required": ["cpu", "memory", "disk", "gpu"],
-    "properties": {k: {"type": ["string", "null"]} for k in ("cpu", "memory", "disk", "gpu")},
-    "description": "the metric key behind each headline value (the fullest disk, the busiest GPU)",
+    "required": ["key", "value", "ts", "unit", "kind", "description"],
+    "properties": {
+        "key": {"type": "string"},
+        "value": {"type": ["number", "null"]},
+        "ts": TIME,
+        "unit": UNIT,
+        "kind": {"enum": list(KINDS), "description": "gauge: a level; counter: only grows"},
+        "description": {"type": ["string", "null"]},
+    },
 }
 DEVICE_SUMMARY = {
     "type": "object",
@@ -30,8 +46,7 @@ DEVICE_SUMMARY = {
         "online",
         "metrics",
         "alerts",
-        "headline",
-        "headline_keys",
+        "headlines",
     ],
     "properties": {
         "id": {"type": "string"},
@@ -42,8 +57,11 @@ DEVICE_SUMMARY = {
         "online": {"type": "boolean"},
         "metrics": {"type": "integer"},
         "alerts": {"type": "integer"},
-        "headline": HEADLINE,
-        "headline_keys": HEADLINE_KEYS,
+        "headlines": {
+            "type": "array",
+            "items": HEADLINE,
+            "description": "the overview's columns for this device, as its plugins declared them",
+        },
     },
 }
 DEVICE = {
@@ -169,21 +187,13 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/devices/{device}/metrics": {
                 "get": {
-                    "summary": "Metric keys with their latest value",
+                    "summary": "Metric keys with their latest value, unit, kind and description",
                     "parameters": [DEVICE_PARAM, _param("prefix", {"type": "string"}, "key prefix, e.g. cpu-")],
                     "responses": _ok(
                         _obj(
                             ["device", "metrics"],
                             device={"type": "string"},
-                            metrics={
-                                "type": "array",
-                                "items": _obj(
-                                    ["key", "value", "ts"],
-                                    key={"type": "string"},
-                                    value={"type": ["number", "null"]},
-                                    ts=TIME,
-                                ),
-                            },
+                            metrics={"type": "array", "items": METRIC},
                         ),
                         400,
                         404,

@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, func, literal_column, or_, select, tuple_
 
+from edgemon_protocol.meta import Metric
+from edgemon_protocol.meta import lookup as meta_lookup
 from edgemon_server.db import Base
 
 DEVICES = Base.metadata.tables["devices"]
@@ -15,13 +17,7 @@ SAMPLES = Base.metadata.tables["samples"]
 REJECTS = Base.metadata.tables["rejects"]
 COLLECTORS = Base.metadata.tables["collectors"]
 
-HEADLINES = {
-    "cpu": ("cpu-percent", None),
-    "memory": ("memory-percent", None),
-    "disk": (None, "disk-usage-%-percent"),
-    "gpu": (None, "gpu-%-utilization-gpu"),
-}
-"""Headline values of the fleet overview: an exact key, or the maximum over a LIKE pattern."""
+META = Base.metadata.tables["metric_meta"]
 
 SORTS = {"id": DEVICES.c.id, "last_seen": DEVICES.c.last_seen, "first_seen": DEVICES.c.first_seen}
 
@@ -66,37 +62,56 @@ def metric_counts(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
     return {d: int(n) for d, n in conn.execute(query)}
 
 
-def headlines_query(ids: Sequence[str]) -> Select[Any]:
-    """(device, key, latest value) of the headline series of ``ids``."""
-    wanted = []
-    for exact, pattern in HEADLINES.values():
-        wanted.append(SERIES.c.key == exact if exact else SERIES.c.key.like(pattern))
+def metadata(conn: Connection, ids: Sequence[str]) -> dict[str, list[tuple[str, Metric]]]:
+    """Each device's metric metadata, in its order (the first matching pattern wins)."""
+    out: dict[str, list[tuple[str, Metric]]] = {d: [] for d in ids}
+    for device, entries in conn.execute(select(META.c.device_id, META.c.entries).where(META.c.device_id.in_(ids))):
+        out[device] = [(pattern, Metric(**fields)) for pattern, fields in entries]
+    return out
+
+
+def like(pattern: str) -> str:
+    """A SQL LIKE (escape character ``!``) that matches at least what a metadata pattern matches."""
+    escaped = pattern.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return escaped.replace("**", "%").replace("*", "%")
+
+
+def headlines_query(ids: Sequence[str], patterns: Sequence[str]) -> Select[Any]:
+    """(device, key, latest value) of the series of ``ids`` that may match a headline pattern."""
+    wanted = [SERIES.c.key.like(like(p), escape="!") for p in sorted(set(patterns))]
     return select(SERIES.c.device_id, SERIES.c.key, latest_value(SERIES.c.id).label("value")).where(
         SERIES.c.device_id.in_(ids), or_(*wanted)
     )
 
 
 def headlines(
-    conn: Connection, ids: Sequence[str]
-) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, str | None]]]:
-    """Headline values per device (cpu %, memory %, fullest disk %, busiest GPU %) and the key of each."""
-    values: dict[str, dict[str, float | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
-    keys: dict[str, dict[str, str | None]] = {d: dict.fromkeys(HEADLINES) for d in ids}
-    for device, key, value in conn.execute(headlines_query(ids)):
-        if value is None:
+    conn: Connection, ids: Sequence[str], described: dict[str, list[tuple[str, Metric]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each device's headline metrics, as its plugins declared them: ``[{label, key, value, unit}]``.
+
+    The value of a headline is the largest of the device's keys its pattern matches (the fullest
+    disk, the busiest GPU); ``key`` says which. A device without metadata has none.
+    """
+    heads = {d: [(p, m) for p, m in entries if m.headline] for d, entries in described.items()}
+    out: dict[str, list[dict[str, Any]]] = {d: [] for d in ids}
+    patterns = [p for entries in heads.values() for p, _ in entries]
+    if not patterns:
+        return out
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    for device, key, value in conn.execute(headlines_query(ids, patterns)):
+        metric = meta_lookup(described.get(device, []), key)  # the first match decides, as everywhere
+        if value is None or metric is None or not metric.headline:
             continue
-        for name, (exact, pattern) in HEADLINES.items():
-            if key == exact or (pattern and _like(key, pattern)):
-                current = values[device][name]
-                if current is None or value > current:
-                    values[device][name] = value
-                    keys[device][name] = key
-    return values, keys
-
-
-def _like(key: str, pattern: str) -> bool:
-    head, tail = pattern.split("%")
-    return key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail)
+        current = best.get((device, metric.headline))
+        if current is None or value > current[0]:
+            best[(device, metric.headline)] = (value, key)
+    for device, entries in heads.items():
+        labels = dict.fromkeys(m.headline for _, m in entries)
+        units = {m.headline: m.unit for _, m in reversed(entries)}
+        for label in labels:
+            value, key = best.get((device, label), (None, None))
+            out[device].append({"label": label, "key": key, "value": value, "unit": units[label] or None})
+    return out
 
 
 def metrics_query(device: str, prefix: str) -> Select[Any]:

@@ -10,6 +10,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy import Connection, Engine, select
 
 from edgemon_protocol.flatten import CollisionError, unflatten
+from edgemon_protocol.meta import Metric
+from edgemon_protocol.meta import lookup as meta_lookup
 from edgemon_server import queries as q
 from edgemon_server.access import ApiSettings
 from edgemon_server.openapi import document
@@ -58,6 +60,9 @@ def online(row: Any, now_ms: int) -> bool:
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
+NO_METADATA = Metric()
+"""What a key the device did not describe gets: no unit, a gauge."""
+
 
 @api.get("/devices")
 def devices() -> Response:
@@ -86,7 +91,7 @@ def devices() -> Response:
     rows = rows[:limit]
     ids = [r.id for r in rows]
     counts = q.metric_counts(conn(), ids) if ids else {}
-    heads, head_keys = q.headlines(conn(), ids) if ids else ({}, {})
+    heads = q.headlines(conn(), ids, q.metadata(conn(), ids)) if ids else {}
     items = [
         {
             "id": r.id,
@@ -97,8 +102,7 @@ def devices() -> Response:
             "online": online(r, now_ms),
             "metrics": counts.get(r.id, 0),
             "alerts": 0,
-            "headline": heads.get(r.id, dict.fromkeys(q.HEADLINES)),
-            "headline_keys": head_keys.get(r.id, dict.fromkeys(q.HEADLINES)),
+            "headlines": heads.get(r.id, []),
         }
         for r in rows
     ]
@@ -141,13 +145,23 @@ def device(device: str) -> Response:
 
 @api.get("/devices/<device>/metrics")
 def metrics(device: str) -> Response:
-    """Metric keys (optionally by prefix) with their latest value and time."""
+    """Metric keys (optionally by prefix): latest value and time, and what the device says they mean."""
     row = device_row(device)
     prefix = text_arg("prefix", MAX_KEY)
-    items = [
-        {"key": key, "value": value, "ts": iso(ts)}
-        for key, value, ts in conn().execute(q.metrics_query(row.id, prefix))
-    ]
+    described = q.metadata(conn(), [row.id])[row.id]
+    items = []
+    for key, value, ts in conn().execute(q.metrics_query(row.id, prefix)):
+        metric = meta_lookup(described, key) or NO_METADATA
+        items.append(
+            {
+                "key": key,
+                "value": value,
+                "ts": iso(ts),
+                "unit": metric.unit or None,
+                "kind": metric.kind,
+                "description": metric.description or None,
+            }
+        )
     return jsonify({"device": row.id, "metrics": items})
 
 

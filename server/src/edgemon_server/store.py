@@ -153,7 +153,7 @@ class Store:
         for msg in messages:
             try:
                 if msg.topic.endswith(META_SUFFIX):
-                    described.append(parse_meta(msg.topic, msg.body, self.limits))
+                    described.append(parse_meta(msg.topic, msg.body, self.limits, now))
                     continue
                 accepted.append(parse(msg.topic, msg.body, self.limits, now))
             except RejectedError as exc:

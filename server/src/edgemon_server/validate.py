@@ -127,7 +127,7 @@ class Described:
     """``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order."""
 
 
-def parse_meta(topic: str, body: bytes, limits: Limits) -> Described:
+def parse_meta(topic: str, body: bytes, limits: Limits, now: float) -> Described:
     """Validate a metric metadata document (:mod:`edgemon_protocol.meta`).
 
     Raises:
@@ -145,6 +145,8 @@ def parse_meta(topic: str, body: bytes, limits: Limits) -> Described:
         raise RejectedError(f"metadata: {exc}") from None
     if device != parsed.device:
         raise RejectedError(f"device_id {device!r} does not match the topic's {parsed.device!r}")
+    if ts > (now + limits.max_future_s) * 1000:  # it would pin the device's metadata until then
+        raise RejectedError(f"ts is more than {limits.max_future_s:g} s ahead of the server's clock")
     return Described(device, ts, [[pattern, m.to_json()] for pattern, m in entries.items()])
 
 

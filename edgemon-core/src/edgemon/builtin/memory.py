@@ -7,7 +7,7 @@ from typing import Any
 import psutil
 
 from edgemon import hookimpl
-from edgemon.registry import RegisterCollector
+from edgemon.registry import Metric, RegisterCollector
 
 
 def collect() -> dict[str, Any]:
@@ -25,10 +25,17 @@ def collect() -> dict[str, Any]:
     }
 
 
-UNITS = {"total": "bytes", "used": "bytes", "available": "bytes", "free": "bytes", "percent": "%"}
+METRICS = {
+    "memory-percent": Metric("%", headline="Memory", description="RAM in use (not available)"),
+    "memory-**-percent": Metric("%"),
+    "memory-**-total": Metric("B"),
+    "memory-**-used": Metric("B"),
+    "memory-**-available": Metric("B", description="RAM that can be given to programs without swapping"),
+    "memory-**-free": Metric("B"),
+}
 
 
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector) -> None:
     """Register the memory collector."""
-    register("memory", collect, units=UNITS)
+    register("memory", collect, metrics=METRICS)

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 from edgemon import __version__, hookimpl
-from edgemon.registry import RegisterCollector
+from edgemon.registry import Metric, RegisterCollector
 
 REFRESH = 60.0
 """Seconds between re-reads of what rarely changes (host name, kernel release, boot time)."""
@@ -52,4 +52,11 @@ class SystemCollector:
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector) -> None:
     """Register the system collector."""
-    register("system", SystemCollector(), units={"uptime_s": "s", "boot_time": "epoch_s"})
+    register(
+        "system",
+        SystemCollector(),
+        metrics={
+            "system-uptime_s": Metric("s"),
+            "system-boot_time": Metric("epoch_s", description="when the host booted"),
+        },
+    )

@@ -22,8 +22,7 @@ from typing import Any
 
 import psutil
 
-from edgemon import hookimpl
-from edgemon.registry import RegisterCollector, SettingsSpec, safe_key
+from edgemon import Metric, RegisterCollector, SettingsSpec, hookimpl, safe_key
 
 DEFAULTS: dict[str, Any] = {
     "percpu": True,
@@ -36,7 +35,15 @@ DEFAULTS: dict[str, Any] = {
 MIN_WINDOW = 0.2
 """Seconds the first sample waits after priming, so that it measures something."""
 
-UNITS = {"percent": "%", "load1": "", "current_mhz": "MHz", "max_mhz": "MHz", "min_mhz": "MHz", "temp": "°C"}
+METRICS = {
+    "cpu-percent": Metric("%", headline="CPU", description="busy time of all CPUs since the last cycle"),
+    "cpu-times-*": Metric("%", description="share of CPU time by state since the last cycle"),
+    "cpu-core-*-percent": Metric("%", description="busy time of one CPU since the last cycle"),
+    "cpu-count-*": Metric("count"),
+    "cpu-load-*": Metric(description="run-queue length averaged over 1, 5 or 15 minutes"),
+    "cpu-freq-*": Metric("MHz"),
+    "cpu-temp-**": Metric("°C"),
+}
 
 
 def _validate(settings: Mapping[str, Any]) -> None:
@@ -181,4 +188,4 @@ def edgemon_settings_spec() -> SettingsSpec:
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector, settings: Mapping[str, Any]) -> None:
     """Register the ``cpu`` collector."""
-    register("cpu", CpuCollector(settings), units=UNITS)
+    register("cpu", CpuCollector(settings), metrics=METRICS)

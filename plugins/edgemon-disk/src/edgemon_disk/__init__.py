@@ -16,8 +16,7 @@ from typing import Any
 
 import psutil
 
-from edgemon import hookimpl
-from edgemon.registry import RegisterCollector, SettingsSpec, safe_key
+from edgemon import Metric, RegisterCollector, SettingsSpec, hookimpl, safe_key
 
 DEFAULTS: dict[str, Any] = {
     "all_partitions": False,
@@ -29,7 +28,19 @@ DEFAULTS: dict[str, Any] = {
     "partitions_every": 60.0,
 }
 COUNTERS = ("read_count", "write_count", "read_bytes", "write_bytes", "read_time", "write_time", "busy_time")
-UNITS = {"total": "bytes", "used": "bytes", "free": "bytes", "percent": "%", "read_bytes_per_s": "bytes/s"}
+METRICS = {
+    "disk-usage-*-percent": Metric("%", headline="Disk", description="space used of a filesystem (the fullest heads)"),
+    "disk-usage-*-total": Metric("B"),
+    "disk-usage-*-used": Metric("B"),
+    "disk-usage-*-free": Metric("B", description="space an unprivileged user can still write"),
+    "disk-io-*-read_bytes": Metric("B", "counter", "bytes read since boot"),
+    "disk-io-*-write_bytes": Metric("B", "counter", "bytes written since boot"),
+    "disk-io-*-read_count": Metric("count", "counter"),
+    "disk-io-*-write_count": Metric("count", "counter"),
+    "disk-io-*-read_time": Metric("ms", "counter", "time spent reading since boot"),
+    "disk-io-*-write_time": Metric("ms", "counter", "time spent writing since boot"),
+    "disk-io-*-busy_time": Metric("ms", "counter", "time the device was busy since boot"),
+}
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
@@ -128,4 +139,4 @@ def edgemon_settings_spec() -> SettingsSpec:
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector, settings: Mapping[str, Any]) -> None:
     """Register the ``disk`` collector."""
-    register("disk", DiskCollector(settings), units=UNITS)
+    register("disk", DiskCollector(settings), metrics=METRICS)

@@ -20,13 +20,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgemon import PluginUnavailable, hookimpl
-from edgemon.registry import RegisterCollector, SettingsSpec
+from edgemon import Metric, PluginUnavailable, RegisterCollector, SettingsSpec, hookimpl
 
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {"processes": True, "sysfs_root": "/", "jetson": True}
-UNITS = {"percent": "%", "temperature": "°C", "draw_w": "W", "limit_w": "W", "used": "bytes", "sm_mhz": "MHz"}
+METRICS = {
+    "gpu-*-utilization-gpu": Metric("%", headline="GPU", description="time a kernel ran (the busiest GPU heads)"),
+    "gpu-*-utilization-memory": Metric("%", description="time device memory was read or written"),
+    "gpu-*-memory-percent": Metric("%"),
+    "gpu-*-memory-*": Metric("B"),
+    "gpu-*-temperature": Metric("°C"),
+    "gpu-*-power-*": Metric("W"),
+    "gpu-*-clocks-*": Metric("MHz"),
+    "gpu-*-**-percent": Metric("%"),
+}
 
 JETSON_LOAD_FILES = (
     "sys/devices/gpu.0/load",
@@ -220,7 +228,7 @@ def edgemon_startup(settings: Mapping[str, Any]) -> None:
 @hookimpl
 def edgemon_register_collectors(register: RegisterCollector) -> None:
     """Register the ``gpu`` collector chosen at start-up."""
-    register("gpu", _state["collector"], units=UNITS)
+    register("gpu", _state["collector"], metrics=METRICS)
 
 
 @hookimpl
