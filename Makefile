@@ -5,7 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PKGS   := edgemon-protocol edgemon-core plugins/edgemon-cpu plugins/edgemon-disk plugins/edgemon-gpu-nvml server
-PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml) tests/plugins/edgemon-example/pyproject.toml
+PYPROJECTS := $(foreach p,$(PKGS),$(p)/pyproject.toml)
+# The example third-party plugin is installed for the tests only, outside the venv (`make run` never
+# loads it): tests/conftest.py puts this directory on the path of the tests and the agents they start.
+EXAMPLE    := examples/edgemon-example
+TEST_SITE  := var/test-plugins
 
 # The agent (edgemon-core and the plugins) supports Python 3.9+ (Debian 11, Ubuntu 22.04, JetPack 6);
 # `make test` also runs its tests under the oldest such Python: $(OLDEST_PYTHON), else pyenv's 3.9.x.
@@ -24,8 +28,12 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e edgemon-protocol -e 'edgemon-core[test]' $(foreach p,$(filter-out edgemon-protocol edgemon-core server,$(PKGS)),-e $(p)) -e 'server[test,demo]' -r requirements-dev.txt
-	# A real third-party plugin, installed the way users install one (not editable).
-	$(BIN)/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
+	touch $@
+
+# A real third-party plugin, installed the way users install one (not editable), where only the tests see it.
+$(TEST_SITE)/.installed: $(STAMP) $(EXAMPLE)/pyproject.toml $(wildcard $(EXAMPLE)/src/*/*.py)
+	rm -rf $(TEST_SITE)
+	$(BIN)/python -m pip install -q --no-deps --target $(TEST_SITE) ./$(EXAMPLE)
 	touch $@
 
 $(NPM_STAMP): frontend/package.json frontend/package-lock.json
@@ -87,7 +95,7 @@ system-deps:
 	    fi; \
 	fi
 
-pytest: install system-deps dashboard
+pytest: install $(TEST_SITE)/.installed system-deps dashboard
 	$(BIN)/pytest
 
 # The agent's suite under the oldest supported Python, in its own venv (agent and plugins only).
@@ -96,11 +104,10 @@ $(VENV_OLD)/.installed: $(PYPROJECTS)
 	test -x $(VENV_OLD)/bin/python || $(OLDEST_PYTHON) -m venv $(VENV_OLD)
 	$(VENV_OLD)/bin/python -m pip install -q --upgrade pip setuptools wheel
 	$(VENV_OLD)/bin/python -m pip install -q -e edgemon-protocol -e 'edgemon-core[test]' $(foreach p,$(filter plugins/%,$(PKGS)),-e $(p))
-	$(VENV_OLD)/bin/python -m pip install -q --force-reinstall --no-deps ./tests/plugins/edgemon-example
 	touch $@
 
-pytest-oldest: $(VENV_OLD)/.installed system-deps
-	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS)
+pytest-oldest: $(VENV_OLD)/.installed $(TEST_SITE)/.installed system-deps
+	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS) $(EXAMPLE)
 
 test: lint typecheck frontend-test pytest pytest-oldest
 

@@ -23,6 +23,12 @@ from edgemon.plugins import make_plugin_manager
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_BIN = Path(sys.executable).parent / "edgemon-agent"
+TEST_SITE = REPO / "var" / "test-plugins"
+"""The example third-party plugin, installed here for the tests only (``make test``), never into the venv."""
+
+if TEST_SITE.is_dir():  # this process finds its entry point, and so does every agent a test starts
+    sys.path.append(str(TEST_SITE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(TEST_SITE)]))
 
 
 @pytest.fixture(autouse=True)

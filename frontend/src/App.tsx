@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 import { setToken } from "./api";
 import { Device } from "./Device";
 import { Overview } from "./Overview";
-import { parseDeviceView, parseOverview } from "./url";
+import { follow, parseDeviceView, parseOverview } from "./url";
 
 function useLocation(): { pathname: string; search: string } {
   const read = () => ({ pathname: window.location.pathname, search: window.location.search });
@@ -48,7 +48,7 @@ export function App() {
   return (
     <>
       <header>
-        <a href="/" className="brand" onClick={(e) => (e.preventDefault(), window.history.pushState(null, "", "/"), window.dispatchEvent(new PopStateEvent("popstate")))}>
+        <a href="/" className="brand" onClick={follow("/")}>
           edgemon
         </a>
       </header>

@@ -1,43 +1,24 @@
-import { useEffect, useState } from "react";
-import { api, ApiError, type DeviceDetail, type SeriesData } from "./api";
+import { useState } from "react";
+import type { DeviceDetail, Metric, SeriesData } from "./api";
+import type { ListMetricsResponse } from "./api-types";
 import { Chart } from "./Chart";
-import { formatAgo, formatValue, groupByPlugin } from "./format";
+import { formatAgo, formatValue, groupByPlugin, type Unit } from "./format";
 import { MetricPicker } from "./MetricPicker";
 import { pluginStates } from "./plugins";
-import { buildDeviceUrl, navigate, PRESETS, rangeParams, type DeviceView } from "./url";
+import { useApi } from "./usePoll";
+import { buildDeviceUrl, follow, navigate, PRESETS, rangeParams, type DeviceView } from "./url";
 
 const LIVE_MS = 5_000;
 
-function useApi<T>(path: string | null, refreshMs: number | null): { data: T | null; error: string | null } {
-  const [state, setState] = useState<{ data: T | null; error: string | null }>({ data: null, error: null });
-  useEffect(() => {
-    if (path === null) {
-      setState({ data: null, error: null });
-      return;
-    }
-    const ctrl = new AbortController();
-    const load = () =>
-      api<T>(path, ctrl.signal)
-        .then((data) => setState({ data, error: null }))
-        .catch((e: Error) => {
-          if (e.name !== "AbortError") setState((old) => ({ data: old.data, error: e instanceof ApiError ? e.message : String(e) }));
-        });
-    load();
-    const timer = refreshMs ? window.setInterval(load, refreshMs) : undefined;
-    return () => {
-      ctrl.abort();
-      if (timer) window.clearInterval(timer);
-    };
-  }, [path, refreshMs]);
-  return state;
-}
+/** Attributes worth a line of their own (the rest of the string values are in the snapshot tables). */
+const SHOWN = ["system-hostname", "system-os", "system-arch", "system-agent_version", "system-python"];
 
 export function Device({ view }: { view: DeviceView }) {
   const id = encodeURIComponent(view.device);
   const live = view.live && "preset" in view.range;
   const refresh = live ? LIVE_MS : null;
   const detail = useApi<DeviceDetail>(`/api/v1/devices/${id}`, refresh);
-  const latest = useApi<{ metrics: Record<string, number>; ts: string }>(`/api/v1/devices/${id}/latest`, refresh);
+  const metrics = useApi<ListMetricsResponse>(`/api/v1/devices/${id}/metrics`, refresh);
   const { from, to } = rangeParams(view.range);
   const seriesPath = view.metrics.length
     ? `/api/v1/devices/${id}/series?${view.metrics.map((m) => `metric=${encodeURIComponent(m)}`).join("&")}` +
@@ -53,12 +34,14 @@ export function Device({ view }: { view: DeviceView }) {
   const attrs = d.attributes;
   const plugins = pluginStates(attrs);
   const broken = plugins.filter((p) => p.status === "failed" || p.status === "unavailable");
-  const gpus = Object.entries(attrs).filter(([k]) => /^gpu-\d+-name$/.test(k)).map(([, v]) => v);
-  const metricKeys = latest.data ? Object.keys(latest.data.metrics).sort() : [];
+  const described: Record<string, Metric> = Object.fromEntries((metrics.data?.metrics ?? []).map((m) => [m.key, m]));
+  const units: Record<string, Unit | null> = Object.fromEntries(Object.values(described).map((m) => [m.key, m.unit]));
+  const metricKeys = Object.keys(described).sort();
+  const newest = Object.values(described).reduce<string | null>((t, m) => (m.ts && (!t || m.ts > t) ? m.ts : t), null);
   return (
     <div className="device">
       <p>
-        <a href="/" onClick={(e) => (e.preventDefault(), navigate("/"))}>
+        <a href="/" onClick={follow("/")}>
           ‹ fleet
         </a>
       </p>
@@ -69,12 +52,12 @@ export function Device({ view }: { view: DeviceView }) {
         </small>
       </h2>
       <dl className="attrs">
-        <dt>host</dt>
-        <dd>{attrs["system-hostname"] ?? "–"}</dd>
-        <dt>agent</dt>
-        <dd>{attrs["system-agent_version"] ?? "–"}</dd>
-        <dt>OS</dt>
-        <dd>{attrs["system-os"] ?? "–"}</dd>
+        {SHOWN.filter((k) => attrs[k] !== undefined).map((k) => (
+          <div key={k} data-attribute={k}>
+            <dt>{k.replace(/^system-/, "")}</dt>
+            <dd>{attrs[k]}</dd>
+          </div>
+        ))}
         <dt>plugins</dt>
         <dd>
           {plugins
@@ -82,8 +65,6 @@ export function Device({ view }: { view: DeviceView }) {
             .map((p) => `${p.name} ${p.version}`)
             .join(", ") || "–"}
         </dd>
-        <dt>GPUs</dt>
-        <dd>{gpus.join(", ") || "none"}</dd>
         <dt>payloads</dt>
         <dd>
           {d.counters.received} received, {d.counters.duplicates} duplicates, {d.counters.missing} missing,{" "}
@@ -128,30 +109,29 @@ export function Device({ view }: { view: DeviceView }) {
         <MetricPicker available={metricKeys} selected={view.metrics} onChange={(metrics) => set({ metrics })} />
         {series.error && <p className="error" role="alert">{series.error}</p>}
         {view.metrics.length === 0 && <p className="muted">Pick one or more metrics to chart.</p>}
-        {series.data && view.metrics.length > 0 && <Chart series={series.data.series} />}
+        {series.data && view.metrics.length > 0 && <Chart series={series.data.series} units={units} />}
         {series.data?.series.some((s) => s.downsampled) && (
           <p className="muted">Downsampled: the line is each bucket's average, the band its min and max.</p>
         )}
       </section>
 
       <section>
-        <h3>Latest snapshot {latest.data && <small className="muted">at {latest.data.ts}</small>}</h3>
-        {latest.error && <p className="error">{latest.error}</p>}
+        <h3>Latest snapshot {newest && <small className="muted">at {newest}</small>}</h3>
+        {metrics.error && <p className="error">{metrics.error}</p>}
         <div className="groups">
-          {latest.data &&
-            groupByPlugin(latest.data.metrics).map(([plugin, rows]) => (
-              <table key={plugin} className="snapshot" data-plugin={plugin}>
-                <caption>{plugin}</caption>
-                <tbody>
-                  {rows.map(([label, key, value]) => (
-                    <tr key={key} data-key={key}>
-                      <td>{label}</td>
-                      <td className="num">{formatValue(key, value)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            ))}
+          {groupByPlugin(described).map(([plugin, rows]) => (
+            <table key={plugin} className="snapshot" data-plugin={plugin}>
+              <caption>{plugin}</caption>
+              <tbody>
+                {rows.map(([label, key, m]) => (
+                  <tr key={key} data-key={key} title={m.description ?? undefined}>
+                    <td>{label}</td>
+                    <td className="num">{formatValue(key, m.value, m.unit)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          ))}
         </div>
       </section>
     </div>

@@ -1,14 +1,20 @@
-import { useEffect, useMemo, useState } from "react";
-import { allDevices, api, ApiError, type DeviceSummary, type SeriesData } from "./api";
+import { useMemo, useState, useEffect } from "react";
+import { allDevices, api, type DeviceSummary, type Headline, type SeriesData } from "./api";
 import { Sparkline } from "./Chart";
-import { formatAgo, formatValue } from "./format";
+import { formatAgo, formatUnit } from "./format";
 import { sortDevices } from "./sort";
-import { buildDeviceUrl, buildOverviewUrl, navigate, type OverviewView, type SortKey } from "./url";
+import { usePoll } from "./usePoll";
+import { buildDeviceUrl, buildOverviewUrl, follow, navigate, type OverviewView, type SortKey } from "./url";
 
 const PAGE = 50;
 const REFRESH_MS = 10_000;
 
-const HEADLINES = ["cpu", "memory", "disk", "gpu"] as const;
+/** The headline columns: every label the devices' plugins declared, in order of first appearance. */
+export function headlineLabels(devices: DeviceSummary[]): string[] {
+  const labels: string[] = [];
+  for (const d of devices) for (const h of d.headlines) if (!labels.includes(h.label)) labels.push(h.label);
+  return labels;
+}
 
 /** 15-minute sparklines of each visible device's headline metrics: one request per device. */
 function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, number[]>> {
@@ -17,13 +23,13 @@ function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, num
   useEffect(() => {
     const ctrl = new AbortController();
     for (const d of rows) {
-      const keys = HEADLINES.map((h) => d.headline_keys[h]).filter((k): k is string => k !== null);
+      const keys = d.headlines.map((h) => h.key).filter((k): k is string => k !== null);
       if (keys.length === 0) continue;
       const query = keys.map((k) => `metric=${encodeURIComponent(k)}`).join("&");
       api<{ series: SeriesData[] }>(`/api/v1/devices/${encodeURIComponent(d.id)}/series?${query}&from=-15m&points=30`, ctrl.signal)
         .then((body) => {
           const byKey: Record<string, number[]> = {};
-          for (const s of body.series) byKey[s.metric] = s.points.map((p) => p[p.length === 4 ? 3 : 1]);
+          for (const s of body.series) byKey[s.metric] = s.points.map((p) => p[p.length === 4 ? 3 : 1] ?? NaN).filter((v) => !Number.isNaN(v));
           setLines((old) => ({ ...old, [d.id]: byKey }));
         })
         .catch(() => undefined); // no sparkline is not worth an error banner
@@ -34,56 +40,38 @@ function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, num
 }
 
 export function Overview({ view }: { view: OverviewView }) {
-  const [devices, setDevices] = useState<DeviceSummary[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const ctrl = new AbortController();
-    const load = () =>
-      allDevices(ctrl.signal)
-        .then((d) => {
-          setDevices(d);
-          setError(null);
-          setNow(Date.now());
-        })
-        .catch((e: Error) => {
-          if (e.name !== "AbortError") setError(e instanceof ApiError ? e.message : String(e));
-        });
-    load();
-    const timer = window.setInterval(load, REFRESH_MS);
-    return () => {
-      ctrl.abort();
-      window.clearInterval(timer);
-    };
-  }, []);
+  const fleet = usePoll("fleet", allDevices, REFRESH_MS);
+  const devices = fleet.data;
   const shown = useMemo(() => {
     const q = view.q.toLowerCase();
     const matching = (devices ?? []).filter((d) => d.id.toLowerCase().includes(q));
     return sortDevices(matching, view.sort, view.desc);
   }, [devices, view.q, view.sort, view.desc]);
+  const labels = useMemo(() => headlineLabels(devices ?? []), [devices]);
   const pages = Math.max(1, Math.ceil(shown.length / PAGE));
   const page = Math.min(view.page, pages);
   const rows = shown.slice((page - 1) * PAGE, page * PAGE);
   const sparks = useSparklines(rows);
-  const cell = (d: DeviceSummary, h: (typeof HEADLINES)[number]) => {
-    const key = d.headline_keys[h];
+  const cell = (d: DeviceSummary, label: string) => {
+    const h: Headline | undefined = d.headlines.find((x) => x.label === label);
+    const key = h?.key ?? null;
     return (
-      <td className="headline" title={key ?? undefined}>
-        <span className="num">{formatValue(`${h}-percent`, d.headline[h])}</span>
+      <td className="headline" title={key ?? undefined} key={label} data-headline={label}>
+        <span className="num">{formatUnit(h?.unit ?? null, h?.value)}</span>
         <Sparkline values={(key && sparks[d.id]?.[key]) || []} />
       </td>
     );
   };
   const go = (change: Partial<OverviewView>) => navigate(buildOverviewUrl({ ...view, page: 1, ...change }), true);
   const header = (key: SortKey, label: string) => (
-    <th>
+    <th key={key}>
       <button className="sort" onClick={() => go({ sort: key, desc: view.sort === key ? !view.desc : false })}>
         {label} {view.sort === key ? (view.desc ? "▼" : "▲") : ""}
       </button>
     </th>
   );
 
-  if (error) return <p className="error" role="alert">Cannot load the fleet: {error}</p>;
+  if (fleet.error && !devices) return <p className="error" role="alert">Cannot load the fleet: {fleet.error}</p>;
   if (devices === null) return <p className="muted">Loading the fleet…</p>;
   if (devices.length === 0)
     return (
@@ -96,8 +84,10 @@ export function Overview({ view }: { view: OverviewView }) {
       </div>
     );
   const offline = devices.filter((d) => !d.online).length;
+  const now = fleet.at || Date.now();
   return (
     <div>
+      {fleet.error && <p className="error" role="alert">Refresh failed: {fleet.error}</p>}
       <div className="toolbar">
         <input
           type="search"
@@ -116,38 +106,29 @@ export function Overview({ view }: { view: OverviewView }) {
             {header("status", "status")}
             {header("id", "device")}
             {header("last_seen", "last seen")}
-            {header("cpu", "CPU")}
-            {header("memory", "memory")}
-            {header("disk", "fullest disk")}
-            {header("gpu", "GPU")}
+            {labels.map((label) => header(`h:${label}`, label))}
             <th>alerts</th>
           </tr>
         </thead>
         <tbody>
-          {rows.map((d) => (
-            <tr key={d.id} className={d.online ? "" : "offline-row"} data-device={d.id}>
-              <td>
-                <span className={d.online ? "dot online" : "dot offline"} /> {d.online ? "online" : "offline"}
-              </td>
-              <td>
-                <a
-                  href={buildDeviceUrl({ device: d.id, metrics: [], range: { preset: "1h" }, live: true })}
-                  onClick={(e) => {
-                    e.preventDefault();
-                    navigate(buildDeviceUrl({ device: d.id, metrics: [], range: { preset: "1h" }, live: true }));
-                  }}
-                >
-                  {d.id}
-                </a>
-              </td>
-              <td title={d.last_seen}>{formatAgo(d.last_seen, now)}</td>
-              {cell(d, "cpu")}
-              {cell(d, "memory")}
-              {cell(d, "disk")}
-              {cell(d, "gpu")}
-              <td>{d.alerts}</td>
-            </tr>
-          ))}
+          {rows.map((d) => {
+            const url = buildDeviceUrl({ device: d.id, metrics: [], range: { preset: "1h" }, live: true });
+            return (
+              <tr key={d.id} className={d.online ? "" : "offline-row"} data-device={d.id}>
+                <td>
+                  <span className={d.online ? "dot online" : "dot offline"} /> {d.online ? "online" : "offline"}
+                </td>
+                <td>
+                  <a href={url} onClick={follow(url)}>
+                    {d.id}
+                  </a>
+                </td>
+                <td title={d.last_seen ?? undefined}>{formatAgo(d.last_seen, now)}</td>
+                {labels.map((label) => cell(d, label))}
+                <td>{d.alerts}</td>
+              </tr>
+            );
+          })}
         </tbody>
       </table>
       {shown.length === 0 && <p className="muted">No device id contains “{view.q}”.</p>}

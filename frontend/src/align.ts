@@ -3,7 +3,7 @@ import type { SeriesData } from "./api";
 /** Merge series on one time axis (union of timestamps; gaps as null). Downsampled series bring min/max. */
 export function align(series: SeriesData[]): { xs: number[]; columns: (number | null)[][] } {
   const times = new Set<number>();
-  for (const s of series) for (const p of s.points) times.add(p[0]);
+  for (const s of series) for (const p of s.points) if (p[0] !== null) times.add(p[0]);
   const xs = [...times].sort((a, b) => a - b);
   const index = new Map(xs.map((x, i) => [x, i]));
   const columns: (number | null)[][] = [];
@@ -12,6 +12,7 @@ export function align(series: SeriesData[]): { xs: number[]; columns: (number | 
     const lo: (number | null)[] = new Array(xs.length).fill(null);
     const hi: (number | null)[] = new Array(xs.length).fill(null);
     for (const p of s.points) {
+      if (p[0] === null) continue;
       const i = index.get(p[0])!;
       if (s.downsampled) {
         lo[i] = p[1];

@@ -30,51 +30,15 @@ export async function api<T>(path: string, signal?: AbortSignal): Promise<T> {
   return body as T;
 }
 
-export interface Headline {
-  cpu: number | null;
-  memory: number | null;
-  disk: number | null;
-  gpu: number | null;
-}
-
-export interface DeviceSummary {
-  id: string;
-  first_seen: string;
-  last_seen: string;
-  last_ts: string;
-  interval: number;
-  online: boolean;
-  metrics: number;
-  alerts: number;
-  headline: Headline;
-  headline_keys: Record<keyof Headline, string | null>;
-}
-
-export interface DeviceDetail {
-  id: string;
-  first_seen: string;
-  last_seen: string;
-  last_ts: string;
-  last_seq: number;
-  interval: number;
-  online: boolean;
-  attributes: Record<string, string>;
-  counters: { received: number; duplicates: number; missing: number; rejected: number };
-}
-
-export interface SeriesData {
-  metric: string;
-  downsampled: boolean;
-  count: number;
-  bucket_ms?: number;
-  points: number[][];
-}
+// The response types are generated from the server's OpenAPI document (api-types.ts), not written here.
+export type { Device as DeviceDetail, DeviceSummary, Headline, Metric, Series as SeriesData } from "./api-types";
+import type { DeviceSummary, ListDevicesResponse } from "./api-types";
 
 export async function allDevices(signal?: AbortSignal): Promise<DeviceSummary[]> {
   const out: DeviceSummary[] = [];
   let cursor: string | null = null;
   do {
-    const page: { devices: DeviceSummary[]; next_cursor: string | null } = await api(
+    const page: ListDevicesResponse = await api(
       `/api/v1/devices?limit=1000${cursor ? `&cursor=${cursor}` : ""}`,
       signal,
     );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatAgo, formatBytes, formatValue, groupByPlugin } from "./format";
+import { formatAgo, formatBytes, formatValue, groupByPlugin, guessUnit } from "./format";
 
 describe("formatValue", () => {
   it("shows the unit a key implies", () => {
@@ -54,5 +54,19 @@ describe("groupByPlugin", () => {
       ["percent", "cpu-percent", 3],
     ]);
     expect(groups[3][1]).toEqual([["solo", "solo", 5]]);
+  });
+});
+
+describe("declared units", () => {
+  it("win over what the key suggests", () => {
+    expect(formatValue("system-boot_time", 1795974371, "epoch_s")).toBe("2026-11-29 17:46:11 UTC");
+    expect(formatValue("memory-total", 2048, "count")).toBe("2,048");
+    expect(formatValue("x-connected", 1, "bool")).toBe("yes");
+    expect(formatValue("disk-io-sda-read_time", 1500, "ms")).toBe("1,500 ms");
+  });
+  it("fall back to the key's name when none was declared", () => {
+    expect(formatValue("cpu-percent", 3.14159, null)).toBe("3.1 %");
+    expect(guessUnit("disk-io-vda-read_bytes_per_s")).toBe("B/s");
+    expect(guessUnit("sensors-fan")).toBeNull();
   });
 });

@@ -11,15 +11,14 @@ const device = (id: string, cpu: number | null, online = true): DeviceSummary =>
   online,
   metrics: 1,
   alerts: 0,
-  headline: { cpu, memory: null, disk: null, gpu: null },
-  headline_keys: { cpu: cpu === null ? null : "cpu-percent", memory: null, disk: null, gpu: null },
+  headlines: cpu === null ? [] : [{ label: "CPU", key: "cpu-percent", value: cpu, unit: "%" }],
 });
 
 describe("sortDevices", () => {
   it("sorts by a headline value, missing last ascending, ties by id", () => {
     const ds = [device("b", 50), device("a", 50), device("c", null), device("d", 10)];
-    expect(sortDevices(ds, "cpu", false).map((d) => d.id)).toEqual(["c", "d", "a", "b"]);
-    expect(sortDevices(ds, "cpu", true).map((d) => d.id)).toEqual(["a", "b", "d", "c"]);
+    expect(sortDevices(ds, "h:CPU", false).map((d) => d.id)).toEqual(["c", "d", "a", "b"]);
+    expect(sortDevices(ds, "h:CPU", true).map((d) => d.id)).toEqual(["a", "b", "d", "c"]);
   });
   it("puts offline devices first when sorting by status", () => {
     const ds = [device("a", 1), device("b", 1, false)];

@@ -8,9 +8,9 @@ function sortValue(d: DeviceSummary, key: SortKey): number | string {
     case "status":
       return d.online ? 1 : 0;
     case "last_seen":
-      return Date.parse(d.last_seen);
+      return d.last_seen ? Date.parse(d.last_seen) : 0;
     default:
-      return d.headline[key] ?? -1;
+      return d.headlines.find((h) => `h:${h.label}` === key)?.value ?? -1;
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildDeviceUrl, buildOverviewUrl, parseDeviceView, parseOverview, rangeParams, type DeviceView } from "./url";
+import { buildDeviceUrl, buildOverviewUrl, follow, parseDeviceView, parseOverview, rangeParams, type DeviceView } from "./url";
 
 describe("device view in the URL", () => {
   it("round-trips device, metrics, range and live", () => {
@@ -30,12 +30,31 @@ describe("device view in the URL", () => {
 
 describe("overview view in the URL", () => {
   it("round-trips search, sort and page", () => {
-    const view = { q: "press", sort: "cpu" as const, desc: true, page: 3 };
+    const view = { q: "press", sort: "h:CPU" as const, desc: true, page: 3 };
     const url = new URL(buildOverviewUrl(view), "http://x");
     expect(parseOverview(url.search)).toEqual(view);
     expect(buildOverviewUrl({ q: "", sort: "id", desc: false, page: 1 })).toBe("/");
   });
   it("falls back on bad values", () => {
     expect(parseOverview("?sort=-color&page=-4")).toEqual({ q: "", sort: "id", desc: true, page: 1 });
+  });
+});
+
+describe("follow", () => {
+  const click = (extra: Partial<{ button: number; metaKey: boolean; ctrlKey: boolean; shiftKey: boolean }> = {}) => {
+    let prevented = false;
+    const e = { button: 0, metaKey: false, ctrlKey: false, shiftKey: false, altKey: false, ...extra, preventDefault: () => (prevented = true) };
+    follow("/devices/x")(e);
+    return prevented;
+  };
+  it("navigates in the app on a plain click only", () => {
+    expect(click()).toBe(true);
+    expect(window.location.pathname).toBe("/devices/x");
+  });
+  it("leaves Ctrl/Cmd/Shift and middle clicks to the browser (new tab or window)", () => {
+    expect(click({ ctrlKey: true })).toBe(false);
+    expect(click({ metaKey: true })).toBe(false);
+    expect(click({ shiftKey: true })).toBe(false);
+    expect(click({ button: 1 })).toBe(false);
   });
 });

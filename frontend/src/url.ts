@@ -11,8 +11,9 @@ export interface DeviceView {
   live: boolean;
 }
 
-export const SORT_KEYS = ["id", "status", "last_seen", "cpu", "memory", "disk", "gpu"] as const;
-export type SortKey = (typeof SORT_KEYS)[number];
+export const SORT_KEYS = ["id", "status", "last_seen"] as const;
+/** A fixed column, or `h:<label>`: a headline column (its label as the plugins declared it). */
+export type SortKey = (typeof SORT_KEYS)[number] | `h:${string}`;
 
 export interface OverviewView {
   q: string;
@@ -53,7 +54,7 @@ export function parseOverview(search: string): OverviewView {
   const sortRaw = params.get("sort") ?? "id";
   const desc = sortRaw.startsWith("-");
   const key = sortRaw.replace(/^-/, "");
-  const sort = (SORT_KEYS as readonly string[]).includes(key) ? (key as SortKey) : "id";
+  const sort = (SORT_KEYS as readonly string[]).includes(key) || /^h:.{1,24}$/.test(key) ? (key as SortKey) : "id";
   const page = Math.max(1, Number.parseInt(params.get("page") ?? "1", 10) || 1);
   return { q: params.get("q") ?? "", sort, desc, page };
 }
@@ -77,4 +78,22 @@ export function navigate(url: string, replace = false): void {
   if (replace) window.history.replaceState(null, "", url);
   else window.history.pushState(null, "", url);
   window.dispatchEvent(new PopStateEvent("popstate"));
+}
+
+interface Click {
+  button: number;
+  metaKey: boolean;
+  ctrlKey: boolean;
+  shiftKey: boolean;
+  altKey: boolean;
+  preventDefault(): void;
+}
+
+/** The onClick of an in-app link: a plain click navigates here; Ctrl/Cmd/Shift/middle-click are the browser's (new tab, window). */
+export function follow(url: string): (e: Click) => void {
+  return (e) => {
+    if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+    e.preventDefault();
+    navigate(url);
+  };
 }

@@ -156,8 +156,52 @@ def _page(name: str, item: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+COMPONENTS = {
+    "DeviceSummary": DEVICE_SUMMARY,
+    "Headline": HEADLINE,
+    "Device": DEVICE,
+    "Metric": METRIC,
+    "Series": SERIES,
+    "Reject": REJECT,
+    "Error": ERROR,
+}
+"""Named schemas: the paths refer to them, and the dashboard's TypeScript types are generated from them."""
+
+OPERATIONS = {
+    "/api/v1/devices": "listDevices",
+    "/api/v1/devices/{device}": "getDevice",
+    "/api/v1/devices/{device}/metrics": "listMetrics",
+    "/api/v1/devices/{device}/latest": "getLatest",
+    "/api/v1/devices/{device}/series": "getSeries",
+    "/api/v1/rejects": "listRejects",
+    "/api/v1/openapi.json": "getOpenapi",
+    "/healthz": "getHealth",
+}
+
+
+def _refs(node: Any, keep: Any = None) -> Any:
+    """``node`` with every named schema (but ``keep``) replaced by a ``$ref`` to it."""
+    for name, schema in COMPONENTS.items():
+        if node is schema and node is not keep:
+            return {"$ref": f"#/components/schemas/{name}"}
+    if isinstance(node, dict):
+        return {k: _refs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_refs(v) for v in node]
+    return node
+
+
 def document() -> dict[str, Any]:
     """The whole document."""
+    doc = _paths()
+    for path, operation in OPERATIONS.items():
+        doc["paths"][path]["get"]["operationId"] = operation
+    out: dict[str, Any] = _refs(doc)
+    out["components"]["schemas"] = {name: _refs(schema, keep=schema) for name, schema in COMPONENTS.items()}
+    return out
+
+
+def _paths() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "edgemon API", "version": __version__, "description": "Read-only fleet monitoring data."},

@@ -1,7 +1,8 @@
 """edgemon-example: the smallest useful third-party plugin.
 
-It counts its own calls, takes one setting and declares one alert rule, so
-the tests can see every hook work end to end through a real entry point.
+It counts its own calls, takes settings, says what its values mean (units, a headline column for
+the fleet overview) and declares one alert rule: every hook a plugin has, end to end through a
+real entry point. Copy it to start a plugin of your own.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from edgemon import hookimpl
-from edgemon.registry import RegisterCollector, RegisterRule, SettingsSpec
+from edgemon import Metric, RegisterCollector, RegisterRule, SettingsSpec, hookimpl
 
 _calls = itertools.count(1)
 
@@ -26,7 +26,14 @@ def edgemon_settings_spec() -> SettingsSpec:
 def edgemon_register_collectors(register: RegisterCollector, settings: Mapping[str, Any]) -> None:
     """Register the ``example`` collector."""
     answer = settings["answer"]
-    register("example", lambda: {"example": {"answer": answer, "calls": next(_calls), "label": "hello"}})
+    register(
+        "example",
+        lambda: {"example": {"answer": answer, "calls": next(_calls), "label": "hello"}},
+        metrics={
+            "example-answer": Metric("count", headline="Answer", description="the configured answer"),
+            "example-calls": Metric("count", "counter", "times the collector ran since the agent started"),
+        },
+    )
 
 
 @hookimpl

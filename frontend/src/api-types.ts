@@ -1,0 +1,145 @@
+// Generated from the API's OpenAPI document by scripts/gen_api_types.py: do not edit.
+// A test fails when this file and the document disagree.
+
+export type DeviceSummary = {
+  id: string;
+  /** UTC, ISO 8601 with Z */
+  first_seen: string | null;
+  /** UTC, ISO 8601 with Z */
+  last_seen: string | null;
+  /** UTC, ISO 8601 with Z */
+  last_ts: string | null;
+  interval: number;
+  online: boolean;
+  metrics: number;
+  alerts: number;
+  /** the overview's columns for this device, as its plugins declared them */
+  headlines: Headline[];
+};
+
+export type Headline = {
+  /** the column label the plugin declared (CPU, Disk, ...) */
+  label: string;
+  /** the metric key behind the value (the fullest disk) */
+  key: string | null;
+  /** the largest latest value of the matching keys */
+  value: number | null;
+  /** the unit the device declared (null: none declared; a client may guess from the key) */
+  unit: "%" | "B" | "B/s" | "s" | "ms" | "Hz" | "MHz" | "°C" | "W" | "count" | "count/s" | "epoch_s" | "bool" | null;
+};
+
+export type Device = {
+  id: string;
+  /** UTC, ISO 8601 with Z */
+  first_seen: string | null;
+  /** UTC, ISO 8601 with Z */
+  last_seen: string | null;
+  /** UTC, ISO 8601 with Z */
+  last_ts: string | null;
+  last_seq: number;
+  interval: number;
+  online: boolean;
+  attributes: Record<string, string>;
+  counters: {
+    received: number;
+    duplicates: number;
+    missing: number;
+    rejected: number;
+  };
+};
+
+export type Metric = {
+  key: string;
+  value: number | null;
+  /** UTC, ISO 8601 with Z */
+  ts: string | null;
+  /** the unit the device declared (null: none declared; a client may guess from the key) */
+  unit: "%" | "B" | "B/s" | "s" | "ms" | "Hz" | "MHz" | "°C" | "W" | "count" | "count/s" | "epoch_s" | "bool" | null;
+  /** gauge: a level; counter: only grows */
+  kind: "gauge" | "counter";
+  description: string | null;
+};
+
+export type Series = {
+  metric: string;
+  downsampled: boolean;
+  count: number;
+  bucket_ms?: number;
+  /** [ts_ms, value] raw, or [bucket_start_ms, min, max, avg] when downsampled */
+  points: ((number | null)[])[];
+};
+
+export type Reject = {
+  id: number;
+  /** UTC, ISO 8601 with Z */
+  received: string | null;
+  device: string | null;
+  topic: string;
+  reason: string;
+  size: number;
+  /** the first KiB, decoded as UTF-8 with replacement */
+  payload: string;
+};
+
+export type Error = {
+  error: string;
+};
+
+/** GET /api/v1/devices */
+export type ListDevicesResponse = {
+  devices: DeviceSummary[];
+  next_cursor: string | null;
+};
+
+/** GET /api/v1/devices/{device} */
+export type GetDeviceResponse = Device;
+
+/** GET /api/v1/devices/{device}/metrics */
+export type ListMetricsResponse = {
+  device: string;
+  metrics: Metric[];
+};
+
+/** GET /api/v1/devices/{device}/latest */
+export type GetLatestResponse = {
+  device: string;
+  /** UTC, ISO 8601 with Z */
+  ts: string | null;
+  attributes: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+};
+
+/** GET /api/v1/devices/{device}/series */
+export type GetSeriesResponse = {
+  device: string;
+  /** UTC, ISO 8601 with Z */
+  from: string | null;
+  /** UTC, ISO 8601 with Z */
+  to: string | null;
+  series: Series[];
+};
+
+/** GET /api/v1/rejects */
+export type ListRejectsResponse = {
+  rejects: Reject[];
+  next_cursor: string | null;
+};
+
+/** GET /healthz */
+export type GetHealthResponse = {
+  status: "ok" | "error";
+  database: Record<string, unknown>;
+  collector: Record<string, unknown> | null;
+  collectors: ({
+    id: string;
+    host: string;
+    pid: number;
+    /** UTC, ISO 8601 with Z */
+    started: string | null;
+    /** UTC, ISO 8601 with Z */
+    updated: string | null;
+    age_s: number;
+    state: string | null;
+    stats: Record<string, unknown>;
+  })[];
+};
