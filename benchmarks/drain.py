@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgemon.buffer import Buffer
+from edgemon_protocol import topics
 from tests.harness import COLLECTOR_CN, Mosquitto, Pki, Subscriber
 
 BIN = Path(sys.executable).parent
@@ -70,7 +71,7 @@ def bare_publish_rate(broker: Mosquitto, pki: Pki, n: int, body: bytes) -> float
     for _ in range(n):
         window.acquire()
         f = client.publish(
-            mqtt5.PublishPacket(topic="devices/bench-bare/monitoring", payload=body, qos=mqtt5.QoS.AT_LEAST_ONCE)
+            mqtt5.PublishPacket(topic=topics.monitoring("bench-bare"), payload=body, qos=mqtt5.QoS.AT_LEAST_ONCE)
         )
         f.add_done_callback(lambda _f: window.release())
         futures.append(f)
@@ -103,13 +104,13 @@ def main() -> None:
         doc["seq"] = seq
         body = json.dumps(doc, separators=(",", ":")).encode()
         size = len(body)
-        buffer.append(f"devices/{device}/monitoring", seq, body)
+        buffer.append(topics.monitoring(device), seq, body)
     fill = time.perf_counter() - t0
     buffer.close()
     (state / "seq").write_text(f"{args.payloads}\n")
 
     bare = bare_publish_rate(broker, pki, min(args.payloads, 20_000), body)
-    subscriber = Subscriber(broker, pki.issue(COLLECTOR_CN), topic=f"devices/{device}/monitoring")
+    subscriber = Subscriber(broker, pki.issue(COLLECTOR_CN), topic=topics.monitoring(device))
     env = {
         **os.environ,
         "EDGEMON_STATE_DIR": str(state),

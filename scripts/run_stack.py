@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from edgemon_protocol.ids import CERT_NAME_MAX, device_id_from
 from edgemon_server.pki import COLLECTOR_CN, LocalCA, mosquitto_conf
 
 BIN = Path(sys.executable).parent
@@ -103,7 +103,7 @@ def main() -> int:
     ca = LocalCA(var / "pki")
     if not ca.exists():
         ca.init()
-    device = re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:64] or "this-host"
+    device = device_id_from(socket.gethostname(), CERT_NAME_MAX) or "this-host"
     if not (ca.dir / f"{device}.crt").exists():
         ca.issue(device)
     mqtt_port = port_or_free(args.mqtt_port)

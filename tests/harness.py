@@ -189,7 +189,7 @@ class Mosquitto:
         if plain_port is not None:  # loopback plain TCP, for the insecure-local development mode
             lines += [f"listener {plain_port} 127.0.0.1", "allow_anonymous true"]
         if os.geteuid() == 0:
-            lines.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read our temp dir (trap 12)
+            lines.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read our temp dir
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> None:

@@ -1,7 +1,9 @@
 // End-to-end check of the dashboard in real headless Chromium (Debian's, driven by playwright-core).
 // Env: BASE_URL, DEVICE (to find), METRICS (two keys, comma-separated), POINTS (expected chart points),
 // VALUES (JSON {key: "expected text"} for the snapshot), SHOTS (directory for screenshots), CHROMIUM,
-// PLUGIN_PROBLEM (text the device page's "Plugins not working" section must show).
+// PLUGIN_PROBLEM (text the device page's "Plugins not working" section must show), AGENT_DEVICE (a real
+// agent's device), HEADLINE (JSON {label, value}: a headline column a third-party plugin declared and the agent's
+// value in it), AGENT_METRICS (two keys of different units), AGENT_AXES (the chart's axis labels for them).
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -46,6 +48,14 @@ try {
     const first = await page.getAttribute("table.fleet tbody tr", "data-device");
     check(first === env.OFFLINE, `sorting by status puts offline devices first (got ${first})`);
   }
+  if (env.HEADLINE) {
+    const head = JSON.parse(env.HEADLINE);
+    const columns = await page.locator("table.fleet thead th").allTextContents();
+    check(columns.some((c) => c.trim().startsWith(head.label)), `a "${head.label}" column from the plugin (got ${columns})`);
+    const cell = page.locator(`tr[data-device="${env.AGENT_DEVICE}"] td[data-headline="${head.label}"] .num`);
+    const text = (await cell.textContent())?.trim();
+    check(text === head.value, `${env.AGENT_DEVICE} shows ${head.value} under ${head.label} (got ${text})`);
+  }
   await page.waitForTimeout(500); // sparklines
   await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
 
@@ -85,6 +95,20 @@ try {
   await again.goto(page.url(), { waitUntil: "networkidle" });
   await again.waitForSelector(`.chart[data-series="${metrics.length}"]`);
   check((await again.getAttribute(".chart", "data-points")) === String(points), "a shared link shows the same chart");
+
+  // A chart of two units has an axis for each, labelled with its unit.
+  if (env.AGENT_DEVICE) {
+    const agentMetrics = env.AGENT_METRICS.split(",");
+    const query = agentMetrics.map((m) => `m=${encodeURIComponent(m)}`).join("&");
+    await again.goto(`${base}/devices/${encodeURIComponent(env.AGENT_DEVICE)}?${query}&range=15m`, { waitUntil: "networkidle" });
+    await again.waitForSelector(`.chart[data-series="${agentMetrics.length}"]`);
+    const axes = await again.getAttribute(".chart", "data-axes");
+    check(axes === env.AGENT_AXES, `one axis per unit: ${env.AGENT_AXES} (got ${axes})`);
+    const labels = await again.locator(".chart .u-axis .u-label").allTextContents();
+    check(env.AGENT_AXES.split(" | ").every((u) => labels.includes(u)), `axis labels drawn: ${labels}`);
+    const boot = (await again.locator('tr[data-key="system-boot_time"] td.num').textContent())?.trim() ?? "";
+    check(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(boot), `the boot time reads as a date (got ${boot})`);
+  }
 
   // An API error is shown, not swallowed.
   await again.goto(base + "/devices/no-such-device", { waitUntil: "networkidle" });

@@ -37,7 +37,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[str] | None = Non
             time.sleep(0.2)
 
 
-def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env):
+def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env, mqtt_env, run_agent_proc):
     assert BUILT.exists(), "the dashboard is built by `make test` (npm run build) before pytest"
     port = free_port()
     server = subprocess.Popen(
@@ -57,6 +57,8 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
         assert gone.wait(30)
         time.sleep(6)  # > 3 intervals of 1 s and the 5 s floor: offline
         gone.stop()
+        # A real agent with a third-party plugin (examples/edgemon-example) that declares a unit and a headline.
+        run_agent_proc(mqtt_env("agent-1", EDGEMON_LOAD_PLUGINS="cpu,disk,example"))
         fleet = Fleet(broker, pki, 4, prefix="site", start=start, plugin_states=True)
         fleet.publish(100)
         assert fleet.wait(60)
@@ -67,6 +69,16 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
             if body["counters"]["received"] == 100:
                 break
             time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            heads = {
+                d["id"]: {h["label"]: h for h in d["headlines"]}
+                for d in json.loads(wait_http(f"{base}/api/v1/devices", 5))["devices"]
+            }
+            if heads.get("agent-1", {}).get("Answer", {}).get("value") is not None:
+                break
+            time.sleep(0.3)
+        assert heads["agent-1"]["Answer"] == {"label": "Answer", "key": "example-answer", "value": 42, "unit": "count"}
         last = payload(device, 99, start=start)["metrics"]
         values = {
             "cpu-percent": f"{last['cpu']['percent']:.1f} %",
@@ -84,6 +96,10 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
             "SHOTS": str(shots),
             "OFFLINE": "gone-0000",
             "PLUGIN_PROBLEM": "acme_sensors 2.1.0 failed — edgemon_startup raised OSError: no bus",
+            "AGENT_DEVICE": "agent-1",
+            "HEADLINE": json.dumps({"label": "Answer", "value": "42"}),
+            "AGENT_METRICS": "cpu-percent,agent-cycle_ms",
+            "AGENT_AXES": "% | ms",
         }
         out = subprocess.run(
             ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120
@@ -137,7 +153,9 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path, brok
                 break
             time.sleep(0.5)
         assert devices, "the local agent's data did not appear within 30 s"
-        assert devices[0]["headline"]["cpu"] is not None
+        heads = {h["label"]: h for h in devices[0]["headlines"]}
+        assert heads["CPU"]["value"] is not None, "the agent's plugins declared their headlines"
+        assert "Answer" not in heads, "make run does not load the example plugin"
         pids = json.loads((var / "run" / "pids.json").read_text())
         assert set(pids) == {"broker", "server", "agent"}
     finally:
