@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgemon_protocol.payload import utc_timestamp
 from tests.harness import Mosquitto, Pki
 
 METRICS = 50
@@ -211,6 +212,12 @@ class Fleet:
             self._wake.set()
 
         dev.client.publish(packet).add_done_callback(done)
+
+    def describe(self, metrics: dict[str, dict[str, str]]) -> None:
+        """Publish a metric metadata document (``devices/<id>/meta``) for every device, as agents do on connect."""
+        for index, dev in enumerate(self.devices):
+            doc = {"schema": 1, "device_id": dev.name, "ts": utc_timestamp(time.time()), "metrics": metrics}
+            self.raw(index, json.dumps(doc).encode(), topic=f"devices/{dev.name}/meta")
 
     def raw(self, index: int, body: bytes, topic: str | None = None) -> Any:
         """Publish arbitrary bytes as device ``index``; returns the future of the PUBACK."""

@@ -104,8 +104,8 @@ try {
     await again.waitForSelector(`.chart[data-series="${agentMetrics.length}"]`);
     const axes = await again.getAttribute(".chart", "data-axes");
     check(axes === env.AGENT_AXES, `one axis per unit: ${env.AGENT_AXES} (got ${axes})`);
-    const labels = await again.locator(".chart .u-axis .u-label").allTextContents();
-    check(env.AGENT_AXES.split(" | ").every((u) => labels.includes(u)), `axis labels drawn: ${labels}`);
+    const drawn = await again.getAttribute(".chart", "data-drawn-axes");
+    check(drawn === env.AGENT_AXES, `uPlot got one labelled axis per unit: ${env.AGENT_AXES} (got ${drawn})`);
     const boot = (await again.locator('tr[data-key="system-boot_time"] td.num').textContent())?.trim() ?? "";
     check(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(boot), `the boot time reads as a date (got ${boot})`);
   }

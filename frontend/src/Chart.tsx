@@ -63,6 +63,8 @@ export function Chart({ series, units }: { series: SeriesData[]; units: Record<s
       host.current,
     );
     plot.current = { chart, shape };
+    // What uPlot was actually given (it draws axes on the canvas): the browser test reads it.
+    host.current.dataset.drawnAxes = chart.axes.slice(1).map((a) => a.label ?? "").join(" | ");
   }, [shape, series]); // eslint-disable-line react-hooks/exhaustive-deps
 
   useEffect(() => {

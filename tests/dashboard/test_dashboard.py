@@ -60,6 +60,15 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
         # A real agent with a third-party plugin (examples/edgemon-example) that declares a unit and a headline.
         run_agent_proc(mqtt_env("agent-1", EDGEMON_LOAD_PLUGINS="cpu,disk,example"))
         fleet = Fleet(broker, pki, 4, prefix="site", start=start, plugin_states=True)
+        fleet.describe(
+            {
+                "cpu-percent": {"unit": "%", "headline": "CPU"},
+                "memory-percent": {"unit": "%", "headline": "Memory"},
+                "disk-usage-*-percent": {"unit": "%", "headline": "Disk"},
+                "gpu-*-utilization-gpu": {"unit": "%", "headline": "GPU"},
+                "gpu-*-temp_c": {"unit": "°C"},
+            }
+        )
         fleet.publish(100)
         assert fleet.wait(60)
         device = fleet.devices[2].name
@@ -138,6 +147,7 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path, brok
         stderr=subprocess.STDOUT,
         text=True,
         cwd=REPO,
+        env={**os.environ, "PYTHONPATH": ""},  # as `make run` starts it: without the tests' example plugin
     )
     try:
         assert proc.stdout is not None
