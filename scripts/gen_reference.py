@@ -68,7 +68,7 @@ def settings_table(cls: type, section: str, env_prefix: str, ranges: dict[str, t
 
 def render() -> str:
     from edgemon import config as agent_config
-    from edgemon_protocol import meta, topics
+    from edgemon_protocol import meta, mqtt, topics
     from edgemon_server import config as server_config
     from edgemon_server.openapi import document
 
@@ -88,7 +88,7 @@ def render() -> str:
         *settings_table(agent_config.MqttSettings, "mqtt", "EDGEMON_MQTT_", agent_config.MQTT_RANGES),
         "",
         "Removed keys (refused with the reason): "
-        + ", ".join(f"`{k}`" for k in sorted(k.split(".", 1)[1] for k in agent_config.wire.REMOVED))
+        + ", ".join(f"`{k}`" for k in sorted(k.split(".", 1)[1] for k in mqtt.REMOVED))
         + ": topics are fixed by the protocol.",
         "",
         "## Agent: `[plugins.<name>]`",
@@ -109,7 +109,7 @@ def render() -> str:
         "",
         "The protocol's connection keys, the same as the agent's:",
         "",
-        *settings_table(server_config.MqttSettings, "mqtt", "EDGEMON_MQTT_", server_config.MQTT_RANGES),
+        *settings_table(mqtt.MqttSettings, "mqtt", "EDGEMON_MQTT_", mqtt.MQTT_RANGES),
         "",
         "## MQTT topics",
         "",

@@ -27,7 +27,18 @@ from edgemon import payload as payload_mod
 from edgemon import plugins as plugins_mod
 from edgemon.collect import CollectorRunner, RuleRunner
 from edgemon.config import Config, ConfigError, plugin_settings
-from edgemon.registry import NAME_RE, CollectFn, Collector, Metric, Rule, RuleFn, SettingsSpec, safe_key
+from edgemon.registry import (
+    NAME_RE,
+    CollectFn,
+    Collector,
+    Metric,
+    RegisterCollector,
+    RegisterRule,
+    Rule,
+    RuleFn,
+    SettingsSpec,
+    safe_key,
+)
 from edgemon.scheduler import GridJob, every, run_forever
 from edgemon.sink import FunctionSink, Sink
 from edgemon.state import SeqCounter
@@ -295,7 +306,7 @@ class Agent:
     def _settings(self, name: str) -> dict[str, Any]:
         return self.settings.get(name, {})
 
-    def _collector_registrar(self, plugin: str) -> Callable[..., None]:
+    def _collector_registrar(self, plugin: str) -> RegisterCollector:
         def register(
             name: str,
             fn: CollectFn,
@@ -320,7 +331,7 @@ class Agent:
 
         return register
 
-    def _rule_registrar(self, plugin: str) -> Callable[[str, RuleFn], None]:
+    def _rule_registrar(self, plugin: str) -> RegisterRule:
         def register(name: str, fn: RuleFn) -> None:
             self._check_registration(plugin, "rule", name, [r.name for r in self.rules])
             self.rules.append(Rule(name, plugin, fn))

@@ -25,7 +25,7 @@ from edgemon_server.access import SECURITY_HEADERS, ApiSettings, authorized
 from edgemon_server.dashboard import DASHBOARD, dashboard_view
 from edgemon_server.health import healthz
 from edgemon_server.params import ApiError
-from edgemon_server.routes import api
+from edgemon_server.routes import BLUEPRINTS
 
 __all__ = ["DASHBOARD", "ApiError", "ApiSettings", "create_app"]
 
@@ -60,7 +60,8 @@ def create_app(
         storage_uri="memory://",
         headers_enabled=True,
     )
-    app.register_blueprint(api)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     if dashboard is not None:
         serve = limiter.exempt(dashboard_view(dashboard))

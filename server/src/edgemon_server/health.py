@@ -13,8 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from edgemon_server import queries as q
 from edgemon_server.access import authorized
+from edgemon_server.lookup import conn
 from edgemon_server.params import iso
-from edgemon_server.routes import conn
 
 HEARTBEAT_STALE_S = 30.0
 """A collector whose heartbeat (every 5 s) is older than this is not counted as running."""
