@@ -143,7 +143,7 @@ def test_the_collect_command_exits_70_when_its_writer_dies(monkeypatch, sqlite_u
             from edgemon_server.collector import CollectorStats
 
             self.stats = CollectorStats()
-            self.topic, self.client_id = "t", "c"
+            self.topics, self.client_id = ["t"], "c"
             self.on_fatal = lambda _r: None
 
         def start(self):
