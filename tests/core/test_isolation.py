@@ -300,9 +300,9 @@ def test_device_id_hook_that_raises_or_answers_garbage_is_ignored(make_agent):
 
 
 def test_failed_startup_is_retried_with_back_off_and_then_collects(make_agent, monkeypatch):
-    from edgemon import agent as agent_mod
+    from edgemon import host
 
-    monkeypatch.setattr(agent_mod, "RETRY_FIRST", 0.05)
+    monkeypatch.setattr(host, "RETRY_FIRST", 0.05)
     plugin = plugin_module(
         "flaky",
         """

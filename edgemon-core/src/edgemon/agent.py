@@ -1,4 +1,4 @@
-"""The agent: load plugins, run collectors and rules each cycle, build and hand off payloads.
+"""The agent: run collectors and rules each cycle, build and hand off payloads (plugins: :mod:`edgemon.host`).
 
 Nothing a plugin does reaches the loop: every call into plugin code goes
 through :mod:`edgemon.isolate` (own thread, timeout, any exception caught),
@@ -8,36 +8,25 @@ is merged, so a payload is always one the server accepts.
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pluggy
 import schedule
 
-from edgemon import PluginUnavailable, isolate, metadata, sanitize
+from edgemon import metadata, sanitize
 from edgemon import payload as payload_mod
-from edgemon import plugins as plugins_mod
 from edgemon.collect import CollectorRunner, RuleRunner
-from edgemon.config import Config, ConfigError, plugin_settings
+from edgemon.config import Config
+from edgemon.host import PluginHost
 from edgemon.registry import (
-    NAME_RE,
-    CollectFn,
     Collector,
-    Metric,
-    RegisterCollector,
-    RegisterRule,
     Rule,
-    RuleFn,
-    SettingsSpec,
-    safe_key,
 )
 from edgemon.scheduler import GridJob, every, run_forever
 from edgemon.sink import FunctionSink, Sink
@@ -55,25 +44,11 @@ AGENT_LEAVES = 1024
 CLOCK_STEP = 1.0
 """A change of more than this many seconds between the wall and monotonic clocks is a step."""
 
-RETRY_FIRST, RETRY_MAX = 10.0, 600.0
-"""Back-off of a failed plugin startup: 10 s, doubling, at most 10 minutes."""
-
 LOG_ONCE_MAX = 1000
-
-"""Receives each payload and its serialised body (compact JSON, UTF-8)."""
-
-
-@dataclass
-class _Retry:
-    """A plugin whose ``edgemon_startup`` failed, waiting to be tried again."""
-
-    attempts: int
-    next_at: float
-    worker: isolate.Worker
-    pending: Future[isolate.Outcome] | None = None
+"""Distinct dropped values and clashes logged at error level; repeats and the rest go to debug."""
 
 
-class Agent:
+class Agent(PluginHost):
     """One agent process: plugins, collectors, rules, the sequence counter.
 
     Typical use::
@@ -106,21 +81,12 @@ class Agent:
             monotonic: the clock the schedule and the timeouts run on (a step of the wall
                 clock must not stop or burst the schedule).
         """
-        self.config = config
+        super().__init__(config, pm=pm, allowed=allowed, monotonic=monotonic)
         self.clock = clock
-        self.monotonic = monotonic
-        self._given_pm = pm
-        self.pm = pm or plugins_mod.make_plugin_manager()
-        self.allowed = allowed
-        self.records: dict[str, plugins_mod.PluginRecord] = {}
-        self.settings: dict[str, dict[str, Any]] = {}
-        self.collectors: list[Collector] = []
-        self.rules: list[Rule] = []
         self.clash_count: dict[str, int] = {}
         self.runner: CollectorRunner | None = None
         self.rule_runner: RuleRunner | None = None
         self.seq: SeqCounter | None = None
-        self.device_id = config.device_id
         self.cycles = 0
         self.last_cycle_ms = 0.0
         self.job: GridJob | None = None
@@ -128,74 +94,15 @@ class Agent:
         self._described: bytes = b""
         self._seen_clashes: set[str] = set()
         self._seen_drops: set[tuple[str, str, str]] = set()
-        self._retries: dict[str, _Retry] = {}
         self._clock_offset: float | None = None
         self.clock_steps = 0
         self.last_clock_step = 0.0
         self.payload_drops = 0
-        self._states_for: tuple[Any, ...] = ()
-        self._states: dict[str, Any] = {}
         self._started = False
 
-    # -- start-up ---------------------------------------------------------------
-
-    def load(self) -> list[plugins_mod.PluginRecord]:
-        """Discover plugins and validate every loaded plugin's settings.
-
-        Raises:
-            ConfigError: a ``[plugins.<name>]`` section names no plugin or holds a bad key.
-        """
-        if self._given_pm is None:
-            disabled = [n for n, s in self.config.plugins.items() if s.get("enabled") is False]
-            records = plugins_mod.load_plugins(self.pm, self.allowed, disabled, self.config.agent.startup_timeout)
-        else:
-            records = [
-                plugins_mod.PluginRecord(name, type(p).__name__, "?", "?")
-                for name, p in self.pm.list_name_plugin()
-                if p is not None
-            ]
-        self.records = {r.name: r for r in records}
-        for name in self.config.plugins:
-            if name not in self.records:
-                raise ConfigError(
-                    f"{self.config.source or 'configuration'}: [plugins.{name}] names no installed plugin "
-                    f"(installed: {', '.join(sorted(self.records))})"
-                )
-        specs = plugins_mod.call_each(
-            self.pm, "edgemon_settings_spec", self.records, lambda _: {}, self.config.agent.startup_timeout
-        )
-        for name, record in self.records.items():
-            if record.status != "loaded":
-                continue
-            spec = specs.get(name)
-            if spec is not None and not isinstance(spec, SettingsSpec):
-                plugins_mod._drop(self.pm, record, "failed", "edgemon_settings_spec returned no SettingsSpec")
-                continue
-            defaults = spec.defaults if spec else {}
-            validate = spec.validate if spec else None
-            self.settings[name] = plugin_settings(self.config, name, defaults, validate)
-        return list(self.records.values())
-
     def start(self) -> None:
-        """Load plugins, start them, and gather their collectors and rules.
-
-        A plugin whose ``edgemon_startup`` fails (raises, or does not return within
-        ``agent.startup_timeout``) is reported *failed* and tried again with back-off
-        while the agent runs; :meth:`retry_startups` does that each cycle.
-        """
-        if not self.records:
-            self.load()
-        timeout = self.config.agent.startup_timeout
-        before = {n for n, r in self.records.items() if r.status == "loaded"}
-        plugins_mod.call_each(
-            self.pm, "edgemon_startup", self.records, lambda n: {"settings": self._settings(n)}, timeout, keep=True
-        )
-        for name in before:
-            record = self.records[name]
-            if record.status == "failed" and self.pm.has_plugin(name):
-                self._retries[name] = _Retry(1, self.monotonic() + RETRY_FIRST, isolate.Worker(f"retry-{name}", name))
-        self._register_plugins()
-        self.device_id = plugins_mod.choose_device_id(self.pm, self.records, self.device_id, timeout)
+        """Load plugins, start them (see :meth:`PluginHost.start_plugins`), and prepare the runners."""
+        self.start_plugins()
         self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
         self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
         self._started = True
@@ -203,6 +110,19 @@ class Agent:
             "agent started",
             extra={"device": self.device_id, "reason": f"collectors={[c.name for c in self.collectors]}"},
         )
+
+    def retry_startups(self) -> tuple[list[Collector], list[Rule]]:
+        """Try the failed startups that are due again; what a late plugin registers joins the running agent."""
+        collectors, rules = super().retry_startups()
+        assert self.runner is not None
+        assert self.rule_runner is not None
+        for collector in collectors:
+            self.runner.add(collector)
+        for rule in rules:
+            self.rule_runner.add(rule)
+        if collectors and self.sink is not None:
+            self.describe()
+        return collectors, rules
 
     def _buffered_seq(self) -> int:
         """The highest seq an earlier run in MQTT mode stored in the send buffer (its seq lives there)."""
@@ -216,137 +136,6 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - an unreadable buffer is the transport's to report
             log.warning("cannot read the last seq from the send buffer", extra={"reason": repr(exc)})
             return 0
-
-    def _register_plugins(self, only: str | None = None) -> tuple[list[Collector], list[Rule]]:
-        """Call the register hooks (of every loaded plugin, or of ``only``); return what they added."""
-        n_collectors, n_rules = len(self.collectors), len(self.rules)
-        timeout = self.config.agent.startup_timeout
-        for hook, registrar in (
-            ("edgemon_register_collectors", self._collector_registrar),
-            ("edgemon_register_alert_rules", self._rule_registrar),
-        ):
-            plugins_mod.call_each(
-                self.pm,
-                hook,
-                self.records,
-                functools.partial(self._register_kwargs, registrar),
-                timeout,
-                only={only} if only else None,
-            )
-        # A plugin dropped while registering must not leave collectors behind.
-        live = {n for n, r in self.records.items() if r.status == "loaded"}
-        added = [c for c in self.collectors[n_collectors:] if c.plugin in live]
-        added_rules = [r for r in self.rules[n_rules:] if r.plugin in live]
-        self.collectors = [c for c in self.collectors if c.plugin in live]
-        self.rules = [r for r in self.rules if r.plugin in live]
-        return added, added_rules
-
-    def _register_kwargs(self, registrar: Callable[[str], Any], name: str) -> dict[str, Any]:
-        return {"register": registrar(name), "settings": self._settings(name)}
-
-    def retry_startups(self) -> None:
-        """Try the failed startups that are due again; a success registers the plugin's collectors and rules."""
-        now = self.monotonic()
-        for name, retry in list(self._retries.items()):
-            record = self.records[name]
-            if retry.pending is not None:
-                if not retry.pending.done():
-                    continue  # still stuck in an earlier attempt
-                outcome = retry.pending.result()
-                retry.pending = None
-                if outcome.ok:
-                    self._started_late(name, retry)
-                    continue
-                reason = f"edgemon_startup {'raised ' if outcome.error is not None else ''}{outcome.reason}"
-                if isinstance(outcome.error, PluginUnavailable):
-                    self._give_up(name, retry, "unavailable", str(outcome.error) or "unavailable")
-                    continue
-                record.reason = f"{reason} (attempt {retry.attempts}; retrying)"
-                retry.attempts += 1
-                retry.next_at = now + min(RETRY_MAX, RETRY_FIRST * 2 ** (retry.attempts - 1))
-                log.warning("plugin startup failed again", extra={"plugin": name, "reason": record.reason})
-            if now < retry.next_at:
-                continue
-            impl = next((i for i in self.pm.hook.edgemon_startup.get_hookimpls() if i.plugin_name == name), None)
-            if impl is None:
-                self._give_up(name, retry, "failed", record.reason or "unregistered")
-                continue
-            kwargs = {"settings": self._settings(name)}
-            retry.pending = retry.worker.submit(
-                functools.partial(impl.function, **{a: kwargs[a] for a in impl.argnames})
-            )
-            retry.next_at = now + self.config.agent.startup_timeout  # checked again next cycle
-
-    def _started_late(self, name: str, retry: _Retry) -> None:
-        record = self.records[name]
-        record.status, record.reason = "loaded", None
-        retry.worker.stop()
-        del self._retries[name]
-        collectors, rules = self._register_plugins(only=name)
-        assert self.runner is not None
-        assert self.rule_runner is not None
-        for collector in collectors:
-            self.runner.add(collector)
-        for rule in rules:
-            self.rule_runner.add(rule)
-        log.info(
-            "plugin started on a retry",
-            extra={
-                "plugin": name,
-                "reason": f"attempt {retry.attempts + 1}; collectors={[c.name for c in collectors]}",
-            },
-        )
-
-    def _give_up(self, name: str, retry: _Retry, status: plugins_mod.Status, reason: str) -> None:
-        retry.worker.stop()
-        del self._retries[name]
-        plugins_mod._drop(self.pm, self.records[name], status, reason)
-        log.warning("plugin startup not retried", extra={"plugin": name, "reason": reason})
-
-    def _settings(self, name: str) -> dict[str, Any]:
-        return self.settings.get(name, {})
-
-    def _collector_registrar(self, plugin: str) -> RegisterCollector:
-        def register(
-            name: str,
-            fn: CollectFn,
-            *,
-            interval: float | None = None,
-            timeout: float | None = None,
-            units: Mapping[str, str] | None = None,
-            metrics: Mapping[str, Metric] | None = None,
-        ) -> None:
-            self._check_registration(plugin, "collector", name, [c.name for c in self.collectors])
-            for key, value in (("interval", interval), ("timeout", timeout)):
-                if value is not None and not (isinstance(value, (int, float)) and 0 < value < 86400 * 366):
-                    raise ValueError(f"collector {name}: {key} must be a number of seconds > 0, got {value!r}")
-            settings = self._settings(plugin)
-            agent = self.config.agent
-            eff_interval = settings.get("interval") or interval
-            eff_timeout = settings.get("timeout") or timeout or agent.timeout
-            eff_timeout = min(eff_timeout, agent.interval * 0.9)
-            self.collectors.append(
-                Collector(name, plugin, fn, eff_interval, eff_timeout, dict(units or {}), dict(metrics or {}))
-            )
-
-        return register
-
-    def _rule_registrar(self, plugin: str) -> RegisterRule:
-        def register(name: str, fn: RuleFn) -> None:
-            self._check_registration(plugin, "rule", name, [r.name for r in self.rules])
-            self.rules.append(Rule(name, plugin, fn))
-
-        return register
-
-    def _check_registration(self, plugin: str, kind: str, name: Any, taken: list[str]) -> None:
-        record = self.records.get(plugin)
-        if record is not None and record.status != "loaded":
-            # A register hook that timed out and registers later, from its abandoned thread.
-            raise RuntimeError(f"{kind} {name!r} registered after plugin {plugin} was failed")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ValueError(f"{kind} name {name!r} must match {NAME_RE.pattern}")
-        if name in taken:
-            raise ValueError(f"{kind} name {name!r} is already registered")
 
     # -- one cycle ----------------------------------------------------------------
 
@@ -416,20 +205,6 @@ class Agent:
                 self.rule_runner.stats[rule.name].dropped += len(drops)
                 self._dropped(rule.plugin, rule.name, drops)
         return alerts
-
-    def plugin_states(self) -> dict[str, Any]:
-        """``agent.plugin.<name>``: status, version and (unless loaded) the reason, cut to 200 characters."""
-        signature = tuple((r.name, r.status, r.reason, r.version) for r in self.records.values())
-        if signature == self._states_for:
-            return self._states
-        out: dict[str, Any] = {}
-        for record in self.records.values():
-            state: dict[str, Any] = {"status": record.status, "version": sanitize.cut(record.version, 64)}
-            if record.reason and record.status != "loaded":
-                state["reason"] = sanitize.cut(record.reason)
-            out[safe_key(record.name)] = state
-        self._states_for, self._states = signature, out
-        return out
 
     def self_metrics(self) -> dict[str, Any]:
         """The agent's own counters, published under ``metrics.agent``."""
@@ -557,10 +332,7 @@ class Agent:
         self.describe()
 
         def job() -> None:
-            n_collectors = len(self.collectors)
             self.retry_startups()
-            if len(self.collectors) != n_collectors:  # a plugin started late
-                self.describe()
             payload, body = self.cycle_body()
             try:
                 self.sink(payload, body)  # type: ignore[misc]
@@ -577,12 +349,7 @@ class Agent:
 
     def close(self) -> None:
         """Call every started plugin's ``edgemon_shutdown`` and stop the worker threads."""
-        if self._started:
-            plugins_mod.call_each(
-                self.pm, "edgemon_shutdown", self.records, lambda _: {}, self.config.agent.startup_timeout
-            )
-        for retry in self._retries.values():
-            retry.worker.stop()
+        self.shutdown_plugins(self._started)
         if self.runner is not None:
             self.runner.close()
         if self.rule_runner is not None:
