@@ -1,0 +1,407 @@
+"""The alert engine: one state machine per (rule, key), the same on the device and on the server.
+
+Each cycle a rule gives, per key it watches, an :class:`Observation`: is the condition true, at
+which severity, with which value, or is there no data. :class:`Machine` turns the sequence of
+observations into states and transitions::
+
+    ok --(condition true)--> pending --(true for `for_s`)--> firing --(false for `clear_for_s`)--> ok
+         <--(false again)--'                                   (severity may go warning <-> critical)
+
+- **Dwell.** ``for_s`` (0: fire at once) and ``clear_for_s`` (0: resolve at once) are measured on the
+  observation times, so a value hovering around the threshold never flaps.
+- **Hysteresis** is the rule's business (:class:`Threshold` says "true" above ``above`` while not
+  firing, and above ``clear`` while firing); the machine only sees the verdict.
+- **No data** is not "resolved": after ``no_data_after`` seconds without an observation the rule's
+  policy applies: ``keep`` (nothing changes), ``resolve`` (a firing alert resolves), ``alert``
+  (a no-data condition fires at the rule's severity).
+- **Times** are the observer's clock (the device's): ``since`` is when the condition first held
+  (the start of ``pending``), ``at`` when a transition happened.
+
+State is plain data (:meth:`Machine.to_json`), saved by the caller after each transition, so a
+restart keeps pending timers and firing alerts. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgemon_protocol.ids import RULE_RE
+from edgemon_protocol.meta import check_pattern, compile_pattern
+
+SEVERITIES = ("info", "warning", "critical")
+NO_DATA = ("keep", "resolve", "alert")
+STATES = ("ok", "pending", "firing")
+NO_DATA_INTERVALS = 3
+"""Default: no data for this many of the agent's intervals counts as "no data"."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a rule says about one key in one cycle.
+
+    Attributes:
+        active: the condition holds.
+        severity: the severity it holds at (a rule may escalate a firing alert).
+        value: the value it was judged on, if any.
+        summary: one line for people.
+        data: ``False`` when the key had no value this cycle.
+    """
+
+    active: bool
+    severity: str = "warning"
+    value: float | None = None
+    summary: str = ""
+    data: bool = True
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of an alert's state, as logged, published and stored.
+
+    ``state`` is ``pending``, ``firing`` (also on an escalation or de-escalation, with the new
+    severity) or ``resolved``.
+    """
+
+    rule: str
+    key: str
+    state: str
+    severity: str
+    at: float
+    since: float
+    value: float | None
+    summary: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the alert (rule and key) across transitions and restarts."""
+        return fingerprint(self.rule, self.key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (times as epoch seconds)."""
+        return {"fingerprint": self.fingerprint, **asdict(self)}
+
+
+def fingerprint(rule: str, key: str) -> str:
+    """A short stable id of (rule, key)."""
+    return hashlib.sha256(f"{rule}\0{key}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Machine:
+    """The state of one (rule, key) and the rules of its transitions."""
+
+    rule: str
+    key: str
+    for_s: float = 0.0
+    clear_for_s: float = 0.0
+    no_data: str = "keep"
+    no_data_after: float = 30.0
+    state: str = "ok"
+    severity: str = "warning"
+    since: float | None = None
+    """When the condition first held (start of pending); ``None`` while ok."""
+    clear_since: float | None = None
+    """When the condition first stopped holding while firing."""
+    last_data: float | None = None
+    value: float | None = None
+    summary: str = ""
+
+    def step(self, now: float, obs: Observation) -> list[Transition]:
+        """Advance with this cycle's observation; return the transitions it caused (usually none)."""
+        if not obs.data:
+            return self._no_data(now, obs)
+        self.last_data = now
+        self.value = obs.value
+        if obs.summary:
+            self.summary = obs.summary
+        if obs.active:
+            return self._holds(now, obs.severity)
+        return self._clear(now)
+
+    def _holds(self, now: float, severity: str) -> list[Transition]:
+        self.clear_since = None
+        if self.state == "ok":
+            self.state, self.since, self.severity = "pending", now, severity
+            if self.for_s > 0:
+                return [self._transition("pending", now)]
+        assert self.since is not None
+        if self.state == "pending":
+            self.severity = severity
+            if now - self.since >= self.for_s:
+                self.state = "firing"
+                return [self._transition("firing", now)]
+            return []
+        if severity != self.severity:  # firing: escalation or de-escalation, still one alert
+            self.severity = severity
+            return [self._transition("firing", now)]
+        return []
+
+    def _clear(self, now: float) -> list[Transition]:
+        if self.state == "pending":  # never fired: back to ok without a word
+            self._reset()
+            return []
+        if self.state == "firing":
+            if self.clear_since is None:
+                self.clear_since = now
+            if now - self.clear_since >= self.clear_for_s:
+                out = [self._transition("resolved", now)]
+                self._reset()
+                return out
+        return []
+
+    def _no_data(self, now: float, obs: Observation) -> list[Transition]:
+        if self.last_data is None:
+            self.last_data = now  # silence is measured from the first time the machine looked
+        if now - self.last_data < self.no_data_after or self.no_data == "keep":
+            return []
+        self.value = None
+        if self.no_data == "resolve":
+            out = [self._transition("resolved", now)] if self.state == "firing" else []
+            self._reset()
+            return out
+        self.summary = obs.summary or f"no data for {self.key} since {self.last_data:.0f}"
+        return self._holds(now, obs.severity)
+
+    def _reset(self) -> None:
+        self.state, self.since, self.clear_since = "ok", None, None
+
+    def _transition(self, state: str, now: float) -> Transition:
+        since = self.since if self.since is not None else now
+        return Transition(self.rule, self.key, state, self.severity, now, since, self.value, self.summary)
+
+    def active(self) -> dict[str, Any] | None:
+        """The alert as the payload's active set carries it; ``None`` while ok."""
+        if self.state == "ok":
+            return None
+        return {
+            "fingerprint": fingerprint(self.rule, self.key),
+            "rule": self.rule,
+            "key": self.key,
+            "severity": self.severity,
+            "state": self.state,
+            "since": self.since,
+            "value": self.value,
+            "message": self.summary or f"{self.rule}: {self.key}",
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The state to save (not the rule's settings)."""
+        return {
+            k: getattr(self, k) for k in ("state", "severity", "since", "clear_since", "last_data", "value", "summary")
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Take back a saved state (unknown or broken fields are ignored: a fresh machine is safe)."""
+        if saved.get("state") in STATES and saved.get("severity") in SEVERITIES:
+            self.state, self.severity = saved["state"], saved["severity"]
+            for name in ("since", "clear_since", "last_data", "value"):
+                value = saved.get(name)
+                setattr(self, name, float(value) if isinstance(value, (int, float)) else None)
+            self.summary = str(saved.get("summary") or "")[:1024]
+            if self.state != "ok" and self.since is None:
+                self._reset()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold rule (``[[alerts.threshold]]``): one alert per key its pattern matches.
+
+    With ``above``, the condition holds when the value is above it, and, once firing, until the
+    value is at or below ``clear`` (the hysteresis; default: the threshold). ``critical`` escalates
+    a firing alert to critical above it, and back to the rule's severity at or below
+    ``critical - (above - clear)``. With ``below`` everything is mirrored.
+    """
+
+    name: str
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    clear: float | None = None
+    for_s: float = 0.0
+    clear_for_s: float = 0.0
+    severity: str = "warning"
+    critical: float | None = None
+    no_data: str = "keep"
+    no_data_after: float | None = None
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work, naming the field (a :class:`ValueError`)."""
+        if not RULE_RE.fullmatch(self.name):
+            raise ValueError(f"name {self.name!r}: lower-case letters, digits, _ and . (start with a letter)")
+        check_pattern(self.metric)
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above or below")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} is not one of {', '.join(SEVERITIES)}")
+        if self.no_data not in NO_DATA:
+            raise ValueError(f"no_data {self.no_data!r} is not one of {', '.join(NO_DATA)}")
+        for name in ("for_s", "clear_for_s"):
+            if not 0 <= getattr(self, name) <= 7 * 86400:
+                raise ValueError(f"{name.replace('_s', '')} must be between 0s and 7d")
+        limit = self.limit
+        clear = self.clear_at
+        if self.above is not None and clear > limit:
+            raise ValueError(f"clear_below ({clear:g}) must be at or below above ({limit:g}), or it never clears")
+        if self.below is not None and clear < limit:
+            raise ValueError(f"clear_above ({clear:g}) must be at or above below ({limit:g}), or it never clears")
+        if self.critical is not None:
+            beyond = self.critical > limit if self.above is not None else self.critical < limit
+            if not beyond:
+                side = "above" if self.above is not None else "below"
+                raise ValueError(f"critical_{side} ({self.critical:g}) must be beyond {side} ({limit:g})")
+        if self.severity == "critical" and self.critical is not None:
+            raise ValueError("severity is already critical: a critical_ escalation has nothing to escalate to")
+        try:
+            self.summary.format(key="k", value=1.0, rule="r", threshold=1.0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"summary: {exc!r}; it may use {{key}}, {{value}}, {{rule}}, {{threshold}}") from None
+
+    @property
+    def limit(self) -> float:
+        """The threshold (``above`` or ``below``)."""
+        return self.above if self.above is not None else self.below  # type: ignore[return-value]
+
+    @property
+    def clear_at(self) -> float:
+        """Where a firing alert clears."""
+        return self.limit if self.clear is None else self.clear
+
+    def observe(self, machine: Machine, value: float | None) -> Observation:
+        """This cycle's verdict on one key, given its machine's state (for the hysteresis)."""
+        if value is None:
+            return Observation(False, self.severity, None, data=False)
+        sign = 1.0 if self.above is not None else -1.0
+        firing = machine.state == "firing"
+        edge = self.clear_at if firing else self.limit
+        active = sign * value > sign * edge
+        severity = self.severity
+        if self.critical is not None and active:
+            width = abs(self.limit - self.clear_at)
+            stay = firing and machine.severity == "critical"
+            crit_edge = self.critical - sign * width if stay else self.critical
+            if sign * value > sign * crit_edge:
+                severity = "critical"
+        summary = (self.summary or "{rule}: {key} is {value:g} ({threshold_side} {threshold:g})").format(
+            key=machine.key,
+            value=value,
+            rule=self.name,
+            threshold=self.limit,
+            threshold_side="above" if self.above is not None else "below",
+        )
+        return Observation(active, severity, value, summary[:1024])
+
+
+@dataclass
+class Engine:
+    """Threshold rules over flat metrics: finds each rule's keys, keeps a machine per (rule, key).
+
+    Which keys a rule's pattern matches is worked out again only when the set of keys changes (a
+    disk mounted), not every cycle: matching every pattern against every key each second would cost
+    more than the rest of the cycle.
+    """
+
+    rules: list[Threshold]
+    interval: float = 10.0
+    machines: dict[str, dict[str, Machine]] = field(default_factory=dict)
+    """rule name -> key -> machine."""
+    _keys: frozenset[str] = frozenset()
+    _matches: dict[str, list[str]] = field(default_factory=dict)
+
+    def evaluate(self, now: float, flat: Mapping[str, Any]) -> list[Transition]:
+        """One cycle over the flat metrics (``{"cpu-percent": 3.5, ...}``); returns the transitions."""
+        keys = frozenset(k for k, v in flat.items() if _number(v))
+        if keys != self._keys:
+            self._keys = keys
+            self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, keys)) for r in self.rules}
+        out: list[Transition] = []
+        for rule in self.rules:
+            mine = self.machines.setdefault(rule.name, {})
+            for key in self._matches.get(rule.name, ()):
+                machine = mine.get(key) or self._machine(rule, key)
+                out += machine.step(now, rule.observe(machine, float(flat[key])))
+            if len(mine) > len(self._matches.get(rule.name, ())):  # keys that went away: no data
+                for key, machine in mine.items():
+                    if key not in flat:
+                        out += machine.step(now, rule.observe(machine, None))
+        return out
+
+    def all(self) -> list[Machine]:
+        """Every machine."""
+        return [m for mine in self.machines.values() for m in mine.values()]
+
+    def to_json(self) -> dict[str, Any]:
+        """What a restart needs: the pending and firing machines, each with its rule's signature."""
+        signatures = {r.name: signature(r) for r in self.rules}
+        return {
+            "version": 1,
+            "machines": [
+                {"rule": m.rule, "key": m.key, "signature": signatures.get(m.rule, ""), **m.to_json()}
+                for m in self.all()
+                if m.state != "ok"
+            ],
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> int:
+        """Take back saved machines whose rule still exists unchanged (a changed rule starts fresh); how many."""
+        rules = {r.name: r for r in self.rules}
+        restored = 0
+        items = saved.get("machines") if isinstance(saved, Mapping) else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, Mapping):
+                continue
+            rule = rules.get(str(item.get("rule")))
+            key = item.get("key")
+            if rule is None or not isinstance(key, str) or item.get("signature") != signature(rule):
+                continue
+            self._machine(rule, key).restore(item)
+            restored += 1
+        return restored
+
+    def _machine(self, rule: Threshold, key: str) -> Machine:
+        machine = self.machines.setdefault(rule.name, {}).get(key)
+        if machine is None:
+            machine = self.machines[rule.name][key] = Machine(
+                rule.name,
+                key,
+                rule.for_s,
+                rule.clear_for_s,
+                rule.no_data,
+                rule.no_data_after if rule.no_data_after is not None else NO_DATA_INTERVALS * self.interval,
+            )
+        return machine
+
+    def active(self) -> list[dict[str, Any]]:
+        """The pending and firing alerts, most severe first."""
+        items = [a for m in self.all() if (a := m.active()) is not None]
+        return sorted(items, key=lambda a: (-SEVERITIES.index(a["severity"]), a["rule"], a["key"]))
+
+
+def signature(rule: Threshold) -> str:
+    """Changes whenever anything about the rule changes."""
+    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+")
+UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: Any) -> float:
+    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"0s"`` (or a number of seconds) -> seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool) and text >= 0:
+        return float(text)
+    if not isinstance(text, str) or not DURATION_RE.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m")
+    return sum(float(n) * UNITS_S[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text))
