@@ -108,6 +108,7 @@ class Wild:
         register("wild_rule", lambda metrics: self.alerts)
 
 
+@pytest.mark.slow
 def test_any_plugin_output_gives_a_valid_payload_and_the_drop_counters_add_up(make_agent):
     wild = Wild()
     agent = make_agent(("wild", wild), interval=10)
@@ -390,6 +391,7 @@ def hostile(fake_install, agent_env):
     return {**agent_env, "EDGEMON_STARTUP_TIMEOUT": "1", "EDGEMON_LOAD_PLUGINS": ",".join([*HOSTILE_EPS, "cpu"])}
 
 
+@pytest.mark.slow
 def test_once_survives_hostile_plugins_and_keeps_the_others_data(hostile):
     t0 = time.monotonic()
     result = run_agent("once", env=hostile, timeout=30)

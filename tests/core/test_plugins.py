@@ -131,6 +131,7 @@ def test_broken_installs_are_reported_and_the_rest_loads(broken, agent_env):
     assert "I/O error reading sensor" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_keeps_going_with_broken_plugins_and_stops_on_sigterm(broken, agent_env):
     proc = subprocess.Popen(
         [str(AGENT_BIN), "run", "--interval", "0.5", "--timeout", "0.3", "--log-format", "json"],

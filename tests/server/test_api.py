@@ -430,6 +430,7 @@ def test_openapi_documents_every_route(client):
     assert set(doc["paths"]) == routes
 
 
+@pytest.mark.slow
 def test_schemathesis_no_5xx_and_responses_match_the_schema(client, store):
     import schemathesis
 

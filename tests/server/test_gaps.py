@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Message, Store
 from tests.fleet import payload
@@ -49,6 +51,7 @@ def test_a_rejected_seq_is_not_missing_and_never_asked_for(store):
     assert store.gaps.due(now + 60) == []
 
 
+@pytest.mark.slow
 def test_a_gap_bomb_stays_cheap_and_bounded(engine):
     """seq jumped to 10^12, then every second seq: a few thousand one-seq holes."""
     gaps = GapTracker(engine, resend_after=1.0)

@@ -200,6 +200,7 @@ def test_status_reads_a_corrupt_buffer_without_touching_it(tmp_path, agent_env):
     assert not list(state.glob("buffer.db.corrupt-*")), "status only reads"
 
 
+@pytest.mark.slow
 def test_forwarder_survives_errors_in_an_iteration(tmp_path):
     """Any error in one iteration (here: every read of the buffer fails for a while) is logged and retried."""
     from edgemon.config import MqttSettings

@@ -12,6 +12,7 @@ def seqs(payloads):
     return [p["seq"] for p in payloads]
 
 
+@pytest.mark.slow
 def test_payload_reaches_a_subscriber_on_devices_plus_monitoring(mqtt_env, subscriber, run_agent_proc):
     agent = run_agent_proc(mqtt_env("dev-1"))
     assert subscriber.wait_for(lambda ps: len(ps) >= 3, timeout=15), agent.log.read_text()
@@ -34,6 +35,7 @@ def test_payload_arrives_within_a_second_of_collection(mqtt_env, subscriber, run
         assert 0 <= arrived - collected < 1.0, (doc["seq"], arrived - collected)
 
 
+@pytest.mark.slow
 def test_other_devices_topic_is_not_authorized(mqtt_env, subscriber, run_agent_proc, pki):
     # Certificate of dev-a, but claiming to be dev-b: the ACL allows devices/dev-a/# only.
     env = mqtt_env(identity=pki.issue("dev-a"), EDGEMON_CLIENT_ID="dev-b")
