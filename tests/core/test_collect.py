@@ -142,6 +142,13 @@ def test_raising_alert_rule_is_isolated(make_agent):
     )
     agent = make_agent(("rules", plugin))
     payload = agent.cycle()
-    assert payload["alerts"] == [{"rule": "x.high", "severity": "critical", "message": "x above 90", "value": 95}]
+    (alert,) = payload["alerts"]
+    assert {k: alert[k] for k in ("rule", "severity", "message", "value", "state")} == {
+        "rule": "x.high",
+        "severity": "critical",
+        "message": "x above 90",
+        "value": 95,
+        "state": "firing",
+    }
     assert payload["metrics"]["agent"]["rules"]["broken"]["errors"] == 1
     assert payload["metrics"]["agent"]["rules"]["high_x"]["runs"] == 1

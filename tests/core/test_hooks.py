@@ -68,7 +68,8 @@ def test_hook_edgemon_register_alert_rules(make_agent):
             register("always", lambda metrics: [{"rule": "always", "severity": "info", "message": "hello"}])
 
     agent = make_agent(("rules", Plugin()))
-    assert agent.cycle()["alerts"] == [{"rule": "always", "severity": "info", "message": "hello"}]
+    (alert,) = agent.cycle()["alerts"]
+    assert (alert["rule"], alert["severity"], alert["message"], alert["state"]) == ("always", "info", "hello", "firing")
 
 
 def test_hook_edgemon_device_id(make_agent):

@@ -91,15 +91,15 @@ def test_plugin_settings_reach_the_plugin(tmp_path, agent_env):
     cfg.write_text("[plugins.example]\nanswer = 7\nalert_above = 0\n")
     doc = json.loads(run_agent("once", "--config", str(cfg), env=agent_env).stdout)
     assert doc["metrics"]["example"]["answer"] == 7
-    assert doc["alerts"] == [
-        {
-            "rule": "example.calls",
-            "severity": "warning",
-            "message": "1 calls > 0",
-            "metric": "example-calls",
-            "value": 1,
-        }
-    ]
+    (alert,) = doc["alerts"]
+    assert {k: alert[k] for k in ("rule", "severity", "message", "key", "value", "state")} == {
+        "rule": "example.calls",
+        "severity": "warning",
+        "message": "1 calls > 0",
+        "key": "example-calls",
+        "value": 1,
+        "state": "firing",
+    }
 
 
 def test_broken_installs_are_reported_and_the_rest_loads(broken, agent_env):

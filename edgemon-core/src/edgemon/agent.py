@@ -21,6 +21,7 @@ import schedule
 
 from edgemon import metadata, sanitize
 from edgemon import payload as payload_mod
+from edgemon.alerts import Alerts
 from edgemon.collect import CollectorRunner, RuleRunner
 from edgemon.config import Config
 from edgemon.host import PluginHost
@@ -91,6 +92,7 @@ class Agent(PluginHost):
         self.last_cycle_ms = 0.0
         self.job: GridJob | None = None
         self.sink: Sink | None = None
+        self.alerts: Alerts | None = None
         self._described: bytes = b""
         self._seen_clashes: set[str] = set()
         self._seen_drops: set[tuple[str, str, str]] = set()
@@ -105,6 +107,7 @@ class Agent(PluginHost):
         self.start_plugins()
         self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
         self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
+        self.alerts = Alerts(self.config.thresholds, self.config.agent.interval, self.config.agent.state_dir)
         self._started = True
         log.info(
             "agent started",
@@ -185,26 +188,33 @@ class Agent(PluginHost):
                 )
         return merged
 
-    def evaluate_rules(self, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Run every local alert rule on the cycle's metrics; isolate failures, check what they return."""
-        if self.rule_runner is None:
+    def evaluate_rules(self, metrics: Mapping[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+        """Judge the cycle's metrics: threshold rules and plugin rules (isolated, their answers checked).
+
+        Returns the active set the payload carries (:meth:`edgemon.alerts.Alerts.active`); the
+        transitions are logged, saved and handed to the sink by :class:`~edgemon.alerts.Alerts`.
+        """
+        if self.alerts is None or self.rule_runner is None:
             return []
-        alerts: list[dict[str, Any]] = []
+        results: list[tuple[Rule, list[dict[str, Any]]]] = []
         for rule, produced in self.rule_runner.evaluate(metrics):
             drops: list[sanitize.Drop] = []
+            conditions: list[dict[str, Any]] = []
             for item in produced:
-                alert, item_drops = sanitize.clean_alert(item, rule.name)
+                condition, item_drops = sanitize.clean_alert(item, rule.name)
                 drops.extend(item_drops)
-                if alert is None:
-                    continue
-                if len(alerts) >= sanitize.MAX_ALERTS:
-                    drops.append(sanitize.Drop("alert", f"over {sanitize.MAX_ALERTS} alerts in the payload"))
-                    continue
-                alerts.append(alert)
+                if condition is not None:
+                    conditions.append(condition)
             if drops:
                 self.rule_runner.stats[rule.name].dropped += len(drops)
                 self._dropped(rule.plugin, rule.name, drops)
-        return alerts
+            results.append((rule, conditions))
+        self.alerts.evaluate(self.clock() if now is None else now, metrics, results)
+        active = self.alerts.active()
+        if len(active) > sanitize.MAX_ALERTS:
+            self._dropped("agent", "alerts", [sanitize.Drop("alerts", f"over {sanitize.MAX_ALERTS} active alerts")])
+            active = active[: sanitize.MAX_ALERTS]
+        return active
 
     def self_metrics(self) -> dict[str, Any]:
         """The agent's own counters, published under ``metrics.agent``."""
@@ -229,6 +239,8 @@ class Agent(PluginHost):
             "plugins": {s: statuses.count(s) for s in ("loaded", "unavailable", "failed", "disabled")},
             "plugin": self.plugin_states(),
         }
+        if self.alerts is not None:
+            tree["alerts"] = self.alerts.stats()
         if self.seq is not None:
             tree["state"] = self.seq.health()
         return {AGENT_KEY: tree}
@@ -263,7 +275,7 @@ class Agent(PluginHost):
         self._watch_clock(epoch)
         t0 = time.perf_counter()
         metrics = self.collect_metrics()
-        alerts = self.evaluate_rules(metrics)
+        alerts = self.evaluate_rules(metrics, epoch)
         self.cycles += 1
         self.last_cycle_ms = (time.perf_counter() - t0) * 1000
         own, drops = sanitize.clean_tree(self.self_metrics(), sanitize.Budget(AGENT_LEAVES))

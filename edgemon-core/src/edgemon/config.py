@@ -25,7 +25,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgemon import rules
 from edgemon_protocol import mqtt as wire
+from edgemon_protocol.alerting import Threshold
 from edgemon_protocol.config import ConfigError, Where, check_ranges, coerce, load_sections
 from edgemon_protocol.ids import DEVICE_ID_RE, device_id_from
 
@@ -100,6 +102,8 @@ class Config:
     agent: AgentSettings = field(default_factory=AgentSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    thresholds: tuple[Threshold, ...] = rules.DEFAULTS
+    """The threshold rules in effect: the shipped ones and ``[[alerts.threshold]]`` (:mod:`edgemon.rules`)."""
     source: str | None = None
     text: str = field(default="", repr=False, compare=False)
 
@@ -143,7 +147,7 @@ def load(
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
     parsed, raw, where = load_sections(
-        path, env, overrides, SECTIONS, ENV_MAPS, extra=("plugins",), removed=wire.REMOVED
+        path, env, overrides, SECTIONS, ENV_MAPS, extra=("plugins", "alerts"), removed=wire.REMOVED
     )
     agent: AgentSettings = parsed["agent"]
     if agent.timeout == 0:
@@ -156,7 +160,15 @@ def load(
     plugins_raw = raw.get("plugins", {})
     if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
         raise ConfigError(f"{where.at('plugins', None)}[plugins.<name>] sections must be tables")
-    return Config(agent=agent, mqtt=parsed["mqtt"], plugins=plugins_raw, source=where.source, text=where.text)
+    user, defaults = rules.thresholds(raw.get("alerts"), where)
+    return Config(
+        agent=agent,
+        mqtt=parsed["mqtt"],
+        plugins=plugins_raw,
+        thresholds=tuple(rules.effective(user, defaults)),
+        source=where.source,
+        text=where.text,
+    )
 
 
 AGENT_RANGES: dict[str, tuple[float, float]] = {

@@ -256,9 +256,12 @@ class PluginHost:
         return register
 
     def _rule_registrar(self, plugin: str) -> RegisterRule:
-        def register(name: str, fn: RuleFn) -> None:
+        def register(name: str, fn: RuleFn, *, for_s: float = 0.0, clear_for_s: float = 0.0) -> None:
             self._check_registration(plugin, "rule", name, [r.name for r in self.rules])
-            self.rules.append(Rule(name, plugin, fn))
+            for key, value in (("for_s", for_s), ("clear_for_s", clear_for_s)):
+                if not (isinstance(value, (int, float)) and 0 <= value <= 7 * 86400):
+                    raise ValueError(f"rule {name}: {key} must be seconds between 0 and 7 days, got {value!r}")
+            self.rules.append(Rule(name, plugin, fn, float(for_s), float(clear_for_s)))
 
         return register
 

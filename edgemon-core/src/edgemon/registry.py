@@ -50,11 +50,22 @@ class Collector:
 
 @dataclass(frozen=True)
 class Rule:
-    """One registered local alert rule."""
+    """One registered local alert rule.
+
+    Attributes:
+        name: unique rule name.
+        plugin: the plugin that registered it.
+        fn: ``fn(metrics) -> list[condition]``: the conditions active this cycle, each
+            ``{"severity", "message", "key"?, "value"?, "rule"?}``; one alert per (rule, key).
+        for_s: a condition must hold this long before its alert fires.
+        clear_for_s: ...and be gone this long before it resolves.
+    """
 
     name: str
     plugin: str
     fn: RuleFn
+    for_s: float = 0.0
+    clear_for_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,5 +99,5 @@ class RegisterCollector(Protocol):
 class RegisterRule(Protocol):
     """Signature of the ``register`` callback given to ``edgemon_register_alert_rules``."""
 
-    def __call__(self, name: str, fn: RuleFn) -> None:
-        """Register ``fn`` as alert rule ``name``."""
+    def __call__(self, name: str, fn: RuleFn, *, for_s: float = 0.0, clear_for_s: float = 0.0) -> None:
+        """Register ``fn`` as alert rule ``name``; see :class:`Rule`."""

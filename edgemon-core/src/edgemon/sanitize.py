@@ -33,7 +33,7 @@ from typing import Any
 from edgemon_protocol.ids import KEY_RE, RULE_RE
 
 SEVERITIES = ("info", "warning", "critical")
-ALERT_FIELDS = frozenset({"rule", "severity", "message", "metric", "value"})
+ALERT_FIELDS = frozenset({"rule", "severity", "message", "metric", "value", "key"})
 MAX_STRING = 256
 MAX_MESSAGE = 1024
 MAX_DEPTH = 8
@@ -211,13 +211,14 @@ def clean_alert(alert: Any, rule: str) -> tuple[dict[str, Any] | None, list[Drop
     if problem:
         return None, [*drops, Drop("alert.message", problem)]
     out: dict[str, Any] = {"rule": name, "severity": severity, "message": message}
-    if "metric" in alert:
-        metric = alert["metric"]
-        problem = _string_problem(metric, MAX_STRING) if isinstance(metric, str) else "not a string"
-        if problem:
-            drops.append(Drop("alert.metric", problem))
-        else:
-            out["metric"] = metric
+    for field in ("metric", "key"):
+        if field in alert:
+            text = alert[field]
+            problem = _string_problem(text, MAX_STRING) if isinstance(text, str) else "not a string"
+            if problem:
+                drops.append(Drop(f"alert.{field}", problem))
+            else:
+                out[field] = text
     if "value" in alert:
         value, problem = (None, "not a number") if isinstance(alert["value"], (str, bool)) else leaf(alert["value"])
         if problem is None and value is not None and not isinstance(value, (int, float)):

@@ -175,3 +175,23 @@ class Where:
                 line_no = i
                 break
         return f"{self.source}:{line_no}: " if line_no else f"{self.source}: "
+
+    def at_table(self, array: str, index: int, key: str | None) -> str:
+        """``"<file>:<line>: "`` of ``key`` in the ``index``-th ``[[array]]`` table (or of its header)."""
+        if self.source is None:
+            return ""
+        header = re.compile(r"^\s*\[\[\s*" + re.escape(array).replace(r"\.", r"\s*\.\s*") + r"\s*\]\]")
+        seen = -1
+        inside = False
+        for i, line in enumerate(self.lines, start=1):
+            if header.match(line):
+                seen += 1
+                inside = seen == index
+                if inside and key is None:
+                    return f"{self.source}:{i}: "
+                continue
+            if inside and re.match(r"^\s*\[", line):
+                break
+            if inside and key is not None and re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
+                return f"{self.source}:{i}: "
+        return f"{self.source}: "

@@ -53,4 +53,4 @@ def test_the_rule_fires_past_its_limit(tmp_path):
         quiet.close()
         loud.close()
     assert [a["rule"] for a in alerts] == ["example.calls"]
-    assert json.loads(json.dumps(alerts))[0]["metric"] == "example-calls"
+    assert json.loads(json.dumps(alerts))[0]["key"] == "example-calls"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ from edgemon_protocol.ids import KEY_RE, RULE_RE, TS_RE
 from edgemon_protocol.payload import MAX_INTERVAL, MAX_SEQ, MAX_STRING, SEVERITIES
 
 FIELDS = frozenset({"schema", "device_id", "ts", "seq", "interval", "metrics", "alerts"})
+OPTIONAL = frozenset({"metric", "value", "key", "state", "since", "fingerprint"})
+ALERT_FIELDS = frozenset({"rule", "severity", "message"}) | OPTIONAL
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -218,14 +222,10 @@ def _alerts(alerts: Any) -> list[dict[str, Any]]:
         where = f"alerts[{i}]"
         if not isinstance(alert, dict):
             raise RejectedError(f"{where}: not an object")
-        if not {"rule", "severity", "message"} <= alert.keys() or not alert.keys() <= {
-            "rule",
-            "severity",
-            "message",
-            "metric",
-            "value",
-        }:
-            raise RejectedError(f"{where}: needs rule, severity, message (and optionally metric, value)")
+        if not {"rule", "severity", "message"} <= alert.keys() or not alert.keys() <= ALERT_FIELDS:
+            raise RejectedError(
+                f"{where}: needs rule, severity, message (and optionally {', '.join(sorted(OPTIONAL))})"
+            )
         if not isinstance(alert["rule"], str) or not RULE_RE.fullmatch(alert["rule"]):
             raise RejectedError(f"{where}.rule: not a rule name")
         if not isinstance(alert["severity"], str) or alert["severity"] not in SEVERITIES:
@@ -237,6 +237,16 @@ def _alerts(alerts: Any) -> list[dict[str, Any]]:
         value = alert.get("value")
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise RejectedError(f"{where}.value: not a number or null")
+        if "key" in alert and (not isinstance(alert["key"], str) or len(alert["key"]) > 256):
+            raise RejectedError(f"{where}.key: not a string of at most 256 characters")
+        if "state" in alert and alert["state"] not in ("pending", "firing"):
+            raise RejectedError(f"{where}.state: not pending or firing")
+        if "since" in alert:
+            alert["since_ms"] = parse_ts(alert["since"])
+        if "fingerprint" in alert and (
+            not isinstance(alert["fingerprint"], str) or not FINGERPRINT_RE.fullmatch(alert["fingerprint"])
+        ):
+            raise RejectedError(f"{where}.fingerprint: not 16 hex digits")
     return alerts
 
 
