@@ -66,8 +66,27 @@ def settings_table(cls: type, section: str, env_prefix: str, ranges: dict[str, t
     return rows
 
 
+THRESHOLD_KEYS = (
+    ("name", "unique rule name; default derived from `metric` (`disk_usage_percent_above`)"),
+    ("metric", "flattened key or pattern as in the API: `*` one level, `**` any number"),
+    ("above / below", "the threshold (exactly one)"),
+    (
+        "clear_below / clear_above",
+        "where a firing alert clears (hysteresis; with `above` / `below`); default: the threshold",
+    ),
+    ("for", "how long the condition must hold before firing (`0s`: the first cycle)"),
+    ("clear_for", "how long it must be clear before resolving"),
+    ("severity", "`info`, `warning` (default) or `critical`"),
+    ("critical_above / critical_below", "escalate the same alert to critical beyond this value"),
+    ("no_data", "`keep` (default), `resolve` or `alert` when the key has no value for `no_data_after`"),
+    ("no_data_after", "default: 3 of the agent's intervals"),
+    ("summary", "one line, with `{key}`, `{value}`, `{rule}`, `{threshold}`"),
+)
+
+
 def render() -> str:
     from edgemon import config as agent_config
+    from edgemon import rules
     from edgemon_protocol import meta, mqtt, topics
     from edgemon_server import config as server_config
     from edgemon_server.openapi import document
@@ -100,6 +119,26 @@ def render() -> str:
         "| `enabled` | `true` | `false`: the plugin is not imported |",
         "| `interval` | `0` (the agent's) | seconds between runs of the plugin's collectors |",
         "| `timeout` | `0` (the agent's) | seconds after which a run is abandoned |",
+        "",
+        "## Agent: `[alerts]` and `[[alerts.threshold]]`",
+        "",
+        "`[alerts] defaults = true` keeps the shipped rules below; a `[[alerts.threshold]]` table of the same",
+        "name replaces one. Each table is one rule, one alert per key its `metric` pattern matches:",
+        "",
+        "| key | meaning |",
+        "| --- | --- |",
+        *(f"| `{key}` | {text} |" for key, text in THRESHOLD_KEYS),
+        "",
+        "Shipped rules:",
+        "",
+        "| name | metric | fires | clears | for | severity |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| `{r.name}` | `{r.metric}` | above {r.limit:g}"
+            + (f" (critical above {r.critical:g})" if r.critical is not None else "")
+            + f" | at or below {r.clear_at:g} | {r.for_s:g} s | {r.severity} |"
+            for r in rules.DEFAULTS
+        ),
         "",
         "## Server: `[server]`",
         "",

@@ -12,7 +12,10 @@ export type DeviceSummary = {
   interval: number;
   online: boolean;
   metrics: number;
+  /** firing alerts (the device's and the server's about it) */
   alerts: number;
+  /** the worst firing */
+  alert_severity: "critical" | "warning" | "info" | null;
   /** the overview's columns for this device, as its plugins declared them */
   headlines: Headline[];
 };
@@ -81,6 +84,40 @@ export type Reject = {
   payload: string;
 };
 
+export type Alert = {
+  device_id: string;
+  /** identifies (rule, key) of a device */
+  fingerprint: string;
+  rule: string;
+  /** the metric key (or the rule's own key) it is about */
+  key: string;
+  severity: "critical" | "warning" | "info";
+  state: "pending" | "firing" | "resolved";
+  /** when the condition first held (device time for device alerts) */
+  since: string | null;
+  /** the last transition (firing, escalation, resolved) */
+  changed: string | null;
+  value: number | null;
+  message: string;
+  /** the device's own rule, or the server's */
+  source: "device" | "server";
+  /** the device is silent: its own alerts may be out of date */
+  stale: boolean;
+};
+
+export type AlertEvent = {
+  id: number;
+  rule: string;
+  key: string;
+  severity: "critical" | "warning" | "info";
+  /** an escalation is 'firing' with the new severity */
+  state: "firing" | "resolved";
+  /** when it happened (the device's clock for device alerts) */
+  at: string | null;
+  value: number | null;
+  message: string;
+};
+
 export type Error = {
   error: string;
 };
@@ -117,6 +154,20 @@ export type GetSeriesResponse = {
   /** UTC, ISO 8601 with Z */
   to: string | null;
   series: Series[];
+};
+
+/** GET /api/v1/alerts */
+export type ListAlertsResponse = {
+  alerts: Alert[];
+  truncated: boolean;
+};
+
+/** GET /api/v1/devices/{device}/alerts */
+export type GetDeviceAlertsResponse = {
+  device: string;
+  current: Alert[];
+  history: AlertEvent[];
+  next_cursor: string | null;
 };
 
 /** GET /api/v1/rejects */

@@ -11,7 +11,7 @@ export interface DeviceView {
   live: boolean;
 }
 
-export const SORT_KEYS = ["id", "status", "last_seen"] as const;
+export const SORT_KEYS = ["id", "status", "last_seen", "alerts"] as const;
 /** A fixed column, or `h:<label>`: a headline column (its label as the plugins declared it). */
 export type SortKey = (typeof SORT_KEYS)[number] | `h:${string}`;
 

@@ -115,6 +115,7 @@ class Alerts:
                 "key": item["key"][:256],
                 "state": item["state"],
                 "since": utc_timestamp(item["since"]),
+                "changed": utc_timestamp(item["changed"]),
                 "fingerprint": item["fingerprint"],
             }
             if isinstance(item.get("value"), (int, float)):

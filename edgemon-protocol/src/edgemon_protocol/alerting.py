@@ -109,6 +109,8 @@ class Machine:
     last_data: float | None = None
     value: float | None = None
     summary: str = ""
+    changed: float | None = None
+    """When the last transition happened (the firing time, or the last escalation)."""
 
     def step(self, now: float, obs: Observation) -> list[Transition]:
         """Advance with this cycle's observation; return the transitions it caused (usually none)."""
@@ -170,6 +172,7 @@ class Machine:
         self.state, self.since, self.clear_since = "ok", None, None
 
     def _transition(self, state: str, now: float) -> Transition:
+        self.changed = now
         since = self.since if self.since is not None else now
         return Transition(self.rule, self.key, state, self.severity, now, since, self.value, self.summary)
 
@@ -184,6 +187,7 @@ class Machine:
             "severity": self.severity,
             "state": self.state,
             "since": self.since,
+            "changed": self.changed if self.changed is not None else self.since,
             "value": self.value,
             "message": self.summary or f"{self.rule}: {self.key}",
         }
@@ -191,14 +195,15 @@ class Machine:
     def to_json(self) -> dict[str, Any]:
         """The state to save (not the rule's settings)."""
         return {
-            k: getattr(self, k) for k in ("state", "severity", "since", "clear_since", "last_data", "value", "summary")
+            k: getattr(self, k)
+            for k in ("state", "severity", "since", "clear_since", "last_data", "value", "summary", "changed")
         }
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Take back a saved state (unknown or broken fields are ignored: a fresh machine is safe)."""
         if saved.get("state") in STATES and saved.get("severity") in SEVERITIES:
             self.state, self.severity = saved["state"], saved["severity"]
-            for name in ("since", "clear_since", "last_data", "value"):
+            for name in ("since", "clear_since", "last_data", "value", "changed"):
                 value = saved.get(name)
                 setattr(self, name, float(value) if isinstance(value, (int, float)) else None)
             self.summary = str(saved.get("summary") or "")[:1024]

@@ -100,6 +100,9 @@ def client_id_for(config: ServerConfig) -> str:
     return "edgemon-collector"
 
 
+SILENT_EVERY = 5.0
+"""Seconds between two looks for devices that went silent (or came back)."""
+
 PRUNE_EVERY = 300.0
 """Seconds between two prunings of the dead letters (expired, over the per-device cap)."""
 
@@ -290,6 +293,7 @@ class Collector:
         last_sweep = 0.0
         last_beat = 0.0
         last_prune = time.monotonic()
+        last_silent = 0.0
         batch: list[Message] = []
         delay = 0.5
         while not (self._stop.is_set() and self.queue.empty() and not batch):
@@ -332,6 +336,16 @@ class Collector:
                     self._ask_for_gaps()
                 except Exception as exc:  # noqa: BLE001 - asking for resends is best effort; storing goes on
                     log.error("could not ask for missing payloads", extra={"reason": repr(exc)[:300]})
+            if now - last_silent >= SILENT_EVERY:
+                last_silent = now
+                try:
+                    for event in self.store.sweep_silent(time.time(), self.config.server.silent_factor):
+                        log.warning(
+                            f"device {'silent' if event['state'] == 'firing' else 'back'}",
+                            extra={"device": event["device_id"], "rule": event["rule"], "reason": event["message"]},
+                        )
+                except SQLAlchemyError as exc:
+                    log.warning("silent devices not checked", extra={"reason": str(exc).splitlines()[0][:200]})
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 try:

@@ -53,6 +53,8 @@ class ServerSettings:
         cors_origins: origins allowed to call the API from a browser (comma-separated).
         rate_limit: per client address, Flask-Limiter syntax; empty: off.
         online_factor: a device is online if seen within this many of its intervals.
+        silent_factor: a device that sent nothing for this many of its intervals (at least 30 s) gets a
+            ``device_silent`` alert (critical), resolved when it reports again.
         dashboard_dir: the built dashboard to serve at ``/`` (default: the one in the package).
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
@@ -76,6 +78,7 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)
     rate_limit: str = "600 per minute"
     online_factor: float = 3.0
+    silent_factor: float = 5.0
     dashboard_dir: str = ""
     log_format: str = "text"
     log_level: str = "info"
@@ -131,6 +134,8 @@ def load(
         raise ConfigError(f"{at('receive_maximum')}server.receive_maximum: must be 1..65535")
     if server.online_factor <= 0:
         raise ConfigError(f"{at('online_factor')}server.online_factor: must be > 0")
+    if not 1 <= server.silent_factor <= 10_000:
+        raise ConfigError(f"{at('silent_factor')}server.silent_factor: must be between 1 and 10000")
     if server.rate_limit and not re.fullmatch(r"\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?", server.rate_limit):
         raise ConfigError(f"{at('rate_limit')}server.rate_limit: {server.rate_limit!r} is not like '600 per minute'")
     if "://" not in server.database_url:

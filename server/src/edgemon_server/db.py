@@ -19,6 +19,7 @@ Tables:
 - ``rejects``: the dead-letter table.
 - ``metric_meta``: each device's latest metric metadata document (units, kinds, headlines), as
   ``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order (first match wins).
+- ``alert_state`` / ``alert_events``: each device's alerts now, and every transition (stored once).
 - ``collectors``: a heartbeat per running collector (its counters), so that
   ``/healthz`` of an API process shows the collectors of other processes.
 """
@@ -141,6 +142,54 @@ class MetricMeta(Base):
     """The document's time on the device's clock (an older one arriving late is ignored)."""
     received: Mapped[int] = mapped_column(BigInteger)
     entries: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class AlertState(Base):
+    """A device's alert now (one row per rule and key): pending, firing or resolved.
+
+    ``source`` is ``device`` (the device's own rules, from its payloads) or ``server`` (what the
+    server judges about the device, such as ``device_silent``). Times are the device's clock for
+    device alerts and the server's for server alerts.
+    """
+
+    __tablename__ = "alert_state"
+    __table_args__ = (Index("ix_alert_state_state", "state", "device_id"),)
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(256))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[int] = mapped_column(BigInteger)
+    changed: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[int] = mapped_column(BigInteger)
+    """The time of the payload (or sweep) that last said so: an older payload changes nothing."""
+    value: Mapped[float | None] = mapped_column(Double)
+    message: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class AlertEvent(Base):
+    """One transition of an alert: ``pending``, ``firing`` (also an escalation) or ``resolved``; stored once."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "fingerprint", "state", "severity", "at", name="uq_alert_events_transition"),
+        Index("ix_alert_events_device_id", "device_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(256))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float | None] = mapped_column(Double)
+    message: Mapped[str] = mapped_column(Text)
+    received: Mapped[int] = mapped_column(BigInteger)
 
 
 class CollectorHeartbeat(Base):

@@ -58,6 +58,7 @@ def fleet() -> Response:
     ids = [r.id for r in rows]
     counts = q.metric_counts(conn(), ids) if ids else {}
     heads = q.headlines(conn(), ids, q.metadata(conn(), ids)) if ids else {}
+    firing = q.alert_counts(conn(), ids) if ids else {}
     items = [
         {
             "id": r.id,
@@ -67,7 +68,8 @@ def fleet() -> Response:
             "interval": r.interval,
             "online": online(r, now_ms),
             "metrics": counts.get(r.id, 0),
-            "alerts": 0,
+            "alerts": firing.get(r.id, (0, None))[0],
+            "alert_severity": firing.get(r.id, (0, None))[1],
             "headlines": heads.get(r.id, []),
         }
         for r in rows

@@ -46,6 +46,7 @@ DEVICE_SUMMARY = {
         "online",
         "metrics",
         "alerts",
+        "alert_severity",
         "headlines",
     ],
     "properties": {
@@ -56,7 +57,8 @@ DEVICE_SUMMARY = {
         "interval": {"type": "number"},
         "online": {"type": "boolean"},
         "metrics": {"type": "integer"},
-        "alerts": {"type": "integer"},
+        "alerts": {"type": "integer", "description": "firing alerts (the device's and the server's about it)"},
+        "alert_severity": {"enum": ["critical", "warning", "info", None], "description": "the worst firing"},
         "headlines": {
             "type": "array",
             "items": HEADLINE,
@@ -156,6 +158,53 @@ def _page(name: str, item: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+SEVERITY = {"enum": ["critical", "warning", "info"]}
+ALERT = {
+    "type": "object",
+    "required": [
+        "device_id",
+        "fingerprint",
+        "rule",
+        "key",
+        "severity",
+        "state",
+        "since",
+        "changed",
+        "value",
+        "message",
+        "source",
+        "stale",
+    ],
+    "properties": {
+        "device_id": {"type": "string"},
+        "fingerprint": {"type": "string", "description": "identifies (rule, key) of a device"},
+        "rule": {"type": "string"},
+        "key": {"type": "string", "description": "the metric key (or the rule's own key) it is about"},
+        "severity": SEVERITY,
+        "state": {"enum": ["pending", "firing", "resolved"]},
+        "since": {**TIME, "description": "when the condition first held (device time for device alerts)"},
+        "changed": {**TIME, "description": "the last transition (firing, escalation, resolved)"},
+        "value": {"type": ["number", "null"]},
+        "message": {"type": "string"},
+        "source": {"enum": ["device", "server"], "description": "the device's own rule, or the server's"},
+        "stale": {"type": "boolean", "description": "the device is silent: its own alerts may be out of date"},
+    },
+}
+ALERT_EVENT = {
+    "type": "object",
+    "required": ["id", "rule", "key", "severity", "state", "at", "value", "message"],
+    "properties": {
+        "id": {"type": "integer"},
+        "rule": {"type": "string"},
+        "key": {"type": "string"},
+        "severity": SEVERITY,
+        "state": {"enum": ["firing", "resolved"], "description": "an escalation is 'firing' with the new severity"},
+        "at": {**TIME, "description": "when it happened (the device's clock for device alerts)"},
+        "value": {"type": ["number", "null"]},
+        "message": {"type": "string"},
+    },
+}
+
 COMPONENTS = {
     "DeviceSummary": DEVICE_SUMMARY,
     "Headline": HEADLINE,
@@ -163,6 +212,8 @@ COMPONENTS = {
     "Metric": METRIC,
     "Series": SERIES,
     "Reject": REJECT,
+    "Alert": ALERT,
+    "AlertEvent": ALERT_EVENT,
     "Error": ERROR,
 }
 """Named schemas: the paths refer to them, and the dashboard's TypeScript types are generated from them."""
@@ -174,6 +225,8 @@ OPERATIONS = {
     "/api/v1/devices/{device}/latest": "getLatest",
     "/api/v1/devices/{device}/series": "getSeries",
     "/api/v1/rejects": "listRejects",
+    "/api/v1/alerts": "listAlerts",
+    "/api/v1/devices/{device}/alerts": "getDeviceAlerts",
     "/api/v1/openapi.json": "getOpenapi",
     "/healthz": "getHealth",
 }
@@ -291,6 +344,46 @@ def _paths() -> dict[str, Any]:
                             **{"from": TIME},
                             to=TIME,
                             series={"type": "array", "items": SERIES},
+                        ),
+                        400,
+                        404,
+                    ),
+                }
+            },
+            "/api/v1/alerts": {
+                "get": {
+                    "summary": "Alerts now, most severe first",
+                    "parameters": [
+                        _param(
+                            "state",
+                            {"enum": ["active", "firing", "pending", "resolved", "all"]},
+                            "active (default: pending and firing), firing, pending, resolved, all",
+                        ),
+                        _param("severity", SEVERITY, "only this severity"),
+                        _param("device", {"type": "string", "maxLength": 128}, "only this device"),
+                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "most alerts (1000)"),
+                    ],
+                    "responses": _ok(
+                        _obj(
+                            ["alerts", "truncated"],
+                            alerts={"type": "array", "items": ALERT},
+                            truncated={"type": "boolean"},
+                        ),
+                        400,
+                    ),
+                }
+            },
+            "/api/v1/devices/{device}/alerts": {
+                "get": {
+                    "summary": "A device's alerts now and their history, newest first",
+                    "parameters": [DEVICE_PARAM, *_page_params(100)],
+                    "responses": _ok(
+                        _obj(
+                            ["device", "current", "history", "next_cursor"],
+                            device={"type": "string"},
+                            current={"type": "array", "items": ALERT},
+                            history={"type": "array", "items": ALERT_EVENT},
+                            next_cursor={"type": ["string", "null"]},
                         ),
                         400,
                         404,

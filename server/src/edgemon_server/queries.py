@@ -18,6 +18,7 @@ REJECTS = Base.metadata.tables["rejects"]
 COLLECTORS = Base.metadata.tables["collectors"]
 
 META = Base.metadata.tables["metric_meta"]
+ALERTS = Base.metadata.tables["alert_state"]
 
 SORTS = {"id": DEVICES.c.id, "last_seen": DEVICES.c.last_seen, "first_seen": DEVICES.c.first_seen}
 
@@ -54,6 +55,23 @@ def devices_page(prefix: str, sort: str, descending: bool, after: tuple[Any, str
             query = query.where(tuple_(column, DEVICES.c.id) > tuple_(value, last_id))
     order = [column.desc(), DEVICES.c.id.desc()] if descending else [column.asc(), DEVICES.c.id.asc()]
     return query.order_by(*order).limit(limit + 1)
+
+
+def alert_counts(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    """Firing alerts per device: how many, and the worst severity."""
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    out: dict[str, tuple[int, str | None]] = {}
+    query = (
+        select(ALERTS.c.device_id, ALERTS.c.severity, func.count())
+        .where(ALERTS.c.device_id.in_(ids), ALERTS.c.state == "firing")
+        .group_by(ALERTS.c.device_id, ALERTS.c.severity)
+    )
+    for device, severity, count in conn.execute(query):
+        total, worst = out.get(device, (0, None))
+        if worst is None or rank[severity] < rank[worst]:
+            worst = severity
+        out[device] = (total + int(count), worst)
+    return out
 
 
 def metric_counts(conn: Connection, ids: Sequence[str]) -> dict[str, int]:

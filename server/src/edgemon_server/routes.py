@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from edgemon_server.alerts import alerts
 from edgemon_server.devices import devices
 from edgemon_server.openapi import document
 from edgemon_server.rejects import rejects
@@ -18,4 +19,4 @@ def openapi() -> Response:
     return jsonify(document())
 
 
-BLUEPRINTS = (devices, series, rejects, docs)
+BLUEPRINTS = (devices, series, alerts, rejects, docs)

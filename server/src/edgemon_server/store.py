@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from edgemon_protocol import topics
 from edgemon_protocol.payload import MAX_SEQ
+from edgemon_server import alert_state
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
 from edgemon_server.validate import (
@@ -108,9 +109,12 @@ class Result:
     samples: int = 0
     described: int = 0
     """Metric metadata documents stored."""
+    alert_events: int = 0
+    """Alert transitions stored (from the payloads' active sets)."""
 
     def __iadd__(self, other: Result) -> Result:
         self.described += other.described
+        self.alert_events += other.alert_events
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.rejected += other.rejected
@@ -223,6 +227,7 @@ class Store:
                 result.stored = len(new)
                 result.duplicates = len(accepted) - len(new)
                 result.samples = self._samples(conn, new)
+                result.alert_events = alert_state.apply_payloads(conn, new, now_ms, self._insert)
                 self._update_devices(conn, accepted, new, now_ms)
             for doc in described:
                 self._describe(conn, doc, now_ms)
@@ -261,6 +266,11 @@ class Store:
             conn.execute(META.insert().values(device_id=doc.device, **row))
         elif doc.ts >= old:
             conn.execute(META.update().where(META.c.device_id == doc.device).values(**row))
+
+    def sweep_silent(self, now: float, factor: float) -> list[dict[str, Any]]:
+        """The server's own alert: ``device_silent`` fired or resolved (one transaction); the events."""
+        with self.engine.begin() as conn:
+            return alert_state.sweep_silent(conn, round(now * 1000), factor, self._insert)
 
     def prune_rejects(
         self, now: float, keep_days: float = REJECTS_KEEP_DAYS, per_device: int = REJECTS_PER_DEVICE

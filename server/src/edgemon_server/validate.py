@@ -28,7 +28,7 @@ from edgemon_protocol.ids import KEY_RE, RULE_RE, TS_RE
 from edgemon_protocol.payload import MAX_INTERVAL, MAX_SEQ, MAX_STRING, SEVERITIES
 
 FIELDS = frozenset({"schema", "device_id", "ts", "seq", "interval", "metrics", "alerts"})
-OPTIONAL = frozenset({"metric", "value", "key", "state", "since", "fingerprint"})
+OPTIONAL = frozenset({"metric", "value", "key", "state", "since", "changed", "fingerprint"})
 ALERT_FIELDS = frozenset({"rule", "severity", "message"}) | OPTIONAL
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
 
@@ -241,8 +241,9 @@ def _alerts(alerts: Any) -> list[dict[str, Any]]:
             raise RejectedError(f"{where}.key: not a string of at most 256 characters")
         if "state" in alert and alert["state"] not in ("pending", "firing"):
             raise RejectedError(f"{where}.state: not pending or firing")
-        if "since" in alert:
-            alert["since_ms"] = parse_ts(alert["since"])
+        for name in ("since", "changed"):
+            if name in alert:
+                alert[f"{name}_ms"] = parse_ts(alert[name])
         if "fingerprint" in alert and (
             not isinstance(alert["fingerprint"], str) or not FINGERPRINT_RE.fullmatch(alert["fingerprint"])
         ):

@@ -1,0 +1,188 @@
+"""Alert state on the server: what devices say (level-based, from each payload) and what the server sees.
+
+**From devices.** Every payload carries the device's active set (pending and firing alerts, see
+:mod:`edgemon_protocol.alerting`). Each new payload at least as recent as the device's newest one,
+oldest first, is compared with the stored state (an older one, a late or resent payload, or a
+backlog sent after a reconnect while live payloads go first, changes nothing: the state is the
+newest word): an alert that appears or changes severity is a ``firing`` event at the device's
+``changed`` time; one that is gone is ``resolved`` at the payload's ``ts``. A payload older than
+what the state already reflects changes nothing, and events are unique per (device, alert, state,
+severity, time), so redelivered and resent payloads store nothing twice: the state converges
+through loss, duplicates and backlogs.
+
+**From the server.** ``device_silent``: a device that sent nothing for ``silent_factor`` of its
+intervals (at least ``SILENT_MIN_S``) fires, and resolves when it reports again. While a device is
+silent its own alerts are shown as stale (the API), not resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, select, tuple_
+
+from edgemon_protocol.alerting import fingerprint
+from edgemon_server.db import Base
+from edgemon_server.validate import Accepted
+
+STATE = Base.metadata.tables["alert_state"]
+EVENTS = Base.metadata.tables["alert_events"]
+DEVICES = Base.metadata.tables["devices"]
+
+SILENT_RULE = "device_silent"
+SILENT_MIN_S = 30.0
+"""A device is never called silent sooner than this, however short its interval."""
+
+
+def apply_payloads(conn: Connection, payloads: Sequence[Accepted], now_ms: int, insert: Callable[..., Any]) -> int:
+    """Update the device alerts from new payloads' active sets; return the number of events stored."""
+    if not payloads:
+        return 0
+    devices = sorted({p.device_id for p in payloads})
+    newest = dict(conn.execute(select(DEVICES.c.id, DEVICES.c.last_ts).where(DEVICES.c.id.in_(devices))).all())
+    payloads = [p for p in payloads if p.ts_ms >= newest.get(p.device_id, p.ts_ms)]
+    current: dict[tuple[str, str], dict[str, Any]] = {
+        (r.device_id, r.fingerprint): dict(r._mapping)
+        for r in conn.execute(select(STATE).where(STATE.c.device_id.in_(devices), STATE.c.source == "device"))
+    }
+    dirty: set[tuple[str, str]] = set()
+    gone: set[tuple[str, str]] = set()
+    events: list[dict[str, Any]] = []
+    for p in sorted(payloads, key=lambda p: (p.device_id, p.ts_ms)):
+        active = {}
+        for alert in p.alerts:
+            key = str(alert.get("key") or alert.get("metric") or alert["rule"])
+            active[str(alert.get("fingerprint") or fingerprint(alert["rule"], key))] = (key, alert)
+        for fp, (key, alert) in active.items():
+            old = current.get((p.device_id, fp))
+            if old is not None and old["updated"] > p.ts_ms:
+                continue  # the state already reflects a newer payload
+            state = alert.get("state", "firing")
+            since = int(alert.get("since_ms", p.ts_ms))
+            changed = int(alert.get("changed_ms", since))
+            row = {
+                "device_id": p.device_id,
+                "fingerprint": fp,
+                "rule": alert["rule"],
+                "key": key,
+                "severity": alert["severity"],
+                "state": state,
+                "since": since,
+                "changed": changed,
+                "updated": p.ts_ms,
+                "value": alert.get("value"),
+                "message": alert["message"],
+                "source": "device",
+            }
+            was = (old["state"], old["severity"]) if old is not None else ("ok", "")
+            if state == "firing" and was != ("firing", alert["severity"]):
+                events.append(_event(row, "firing", changed, now_ms))
+            current[(p.device_id, fp)] = row
+            dirty.add((p.device_id, fp))
+            gone.discard((p.device_id, fp))
+        for (device, fp), old in current.items():
+            if device != p.device_id or fp in active or old["state"] == "resolved" or old["updated"] > p.ts_ms:
+                continue
+            if old["state"] == "firing":
+                events.append(_event(old, "resolved", p.ts_ms, now_ms))
+                old.update(state="resolved", changed=p.ts_ms, updated=p.ts_ms)
+                dirty.add((device, fp))
+            else:  # pending that never fired: nothing to remember
+                gone.add((device, fp))
+                dirty.discard((device, fp))
+    _write(conn, [current[k] for k in sorted(dirty)], insert)
+    if gone:
+        conn.execute(delete(STATE).where(tuple_(STATE.c.device_id, STATE.c.fingerprint).in_(sorted(gone))))
+    return _events(conn, events, insert)
+
+
+def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[..., Any]) -> list[dict[str, Any]]:
+    """Fire ``device_silent`` for devices that stopped reporting, resolve it for those back; return the events."""
+    rows = conn.execute(select(DEVICES.c.id, DEVICES.c.last_seen, DEVICES.c.interval)).all()
+    states = {
+        r.device_id: dict(r._mapping)
+        for r in conn.execute(select(STATE).where(STATE.c.rule == SILENT_RULE, STATE.c.source == "server"))
+    }
+    changed: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for device, last_seen, interval in rows:
+        after_ms = int(max(SILENT_MIN_S, factor * interval) * 1000)
+        silent = now_ms - last_seen > after_ms
+        old = states.get(device)
+        firing = old is not None and old["state"] == "firing"
+        if silent and not firing:
+            row = {
+                "device_id": device,
+                "fingerprint": fingerprint(SILENT_RULE, device),
+                "rule": SILENT_RULE,
+                "key": device,
+                "severity": "critical",
+                "state": "firing",
+                "since": last_seen,
+                "changed": now_ms,
+                "updated": now_ms,
+                "value": (now_ms - last_seen) / 1000,
+                "message": f"no payload for {(now_ms - last_seen) / 1000:.0f} s ({factor:g} x its {interval:g} s)",
+                "source": "server",
+            }
+            changed.append(row)
+            events.append(_event(row, "firing", now_ms, now_ms))
+        elif firing and not silent:
+            assert old is not None
+            away = (last_seen - old["since"]) / 1000
+            old.update(
+                state="resolved",
+                changed=now_ms,
+                updated=now_ms,
+                value=None,
+                message=f"reporting again after {away:.0f} s without a payload",
+            )
+            changed.append(old)
+            events.append(_event(old, "resolved", now_ms, now_ms))
+    _write(conn, changed, insert)
+    _events(conn, events, insert)
+    return events
+
+
+def silent_devices(conn: Connection, devices: Sequence[str] | None = None) -> set[str]:
+    """Devices whose ``device_silent`` alert is firing (their own alerts are stale)."""
+    query = select(STATE.c.device_id).where(
+        and_(STATE.c.rule == SILENT_RULE, STATE.c.source == "server", STATE.c.state == "firing")
+    )
+    if devices is not None:
+        query = query.where(STATE.c.device_id.in_(devices))
+    return {row[0] for row in conn.execute(query)}
+
+
+def _event(row: dict[str, Any], state: str, at: int, now_ms: int) -> dict[str, Any]:
+    return {
+        "device_id": row["device_id"],
+        "fingerprint": row["fingerprint"],
+        "rule": row["rule"],
+        "key": row["key"],
+        "severity": row["severity"],
+        "state": state,
+        "at": at,
+        "value": row["value"] if state == "firing" else row.get("value"),
+        "message": row["message"],
+        "received": now_ms,
+    }
+
+
+def _write(conn: Connection, rows: list[dict[str, Any]], insert: Callable[..., Any]) -> None:
+    if not rows:
+        return
+    stmt = insert(STATE)
+    columns = ("rule", "key", "severity", "state", "since", "changed", "updated", "value", "message", "source")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["device_id", "fingerprint"], set_={c: getattr(stmt.excluded, c) for c in columns}
+    )
+    conn.execute(stmt, rows)
+
+
+def _events(conn: Connection, events: list[dict[str, Any]], insert: Callable[..., Any]) -> int:
+    if not events:
+        return 0
+    result = conn.execute(insert(EVENTS).on_conflict_do_nothing(), events)
+    return max(result.rowcount, 0)
