@@ -186,3 +186,25 @@ def test_a_bad_threshold_names_the_file_line_and_key(tmp_path, body, where, reas
 def test_default_rule_names_come_from_the_metric():
     assert rules.default_name("disk-usage-*-percent", "above") == "disk_usage_percent_above"
     assert rules.default_name("9x", "below") == "m_9x_below"
+
+
+def test_rules_cli_lists_rules_and_tests_one_live_cycle(tmp_path, agent_env, state_dir):
+    from tests.conftest import run_agent
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[[alerts.threshold]]\nname = "answer_big"\nmetric = "example-answer"\nabove = 10\n')
+    env = {**agent_env, "EDGEMON_LOAD_PLUGINS": "example"}
+    listed = run_agent("-c", str(cfg), "rules", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    names = {r["rule"]: r for r in json.loads(listed.stdout)["rules"]}
+    assert {"cpu_high", "disk_full", "answer_big", "example_calls"} <= set(names)
+    assert names["example_calls"]["kind"] == "plugin example"
+    tested = run_agent("-c", str(cfg), "rules", "test", env=env)
+    assert tested.returncode == 0, tested.stderr
+    line = next(x for x in tested.stdout.splitlines() if "answer_big" in x)
+    assert line.startswith("FIRES")
+    assert "example-answer" in line
+    once = run_agent("-c", str(cfg), "once", env=env)
+    assert once.returncode == 0, once.stderr
+    assert [a["rule"] for a in json.loads(once.stdout)["alerts"]] == ["answer_big"]
+    assert not (state_dir / "alerts.json").exists(), "a one-shot command keeps no alert state"

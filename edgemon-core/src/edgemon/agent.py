@@ -70,6 +70,7 @@ class Agent(PluginHost):
         allowed: set[str] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        keep_alert_state: bool = True,
     ) -> None:
         """Prepare an agent; nothing is loaded until :meth:`start`.
 
@@ -81,6 +82,7 @@ class Agent(PluginHost):
             clock: wall clock, for payload timestamps only.
             monotonic: the clock the schedule and the timeouts run on (a step of the wall
                 clock must not stop or burst the schedule).
+            keep_alert_state: keep the alert state on disk (``run``); a one-shot command does not.
         """
         super().__init__(config, pm=pm, allowed=allowed, monotonic=monotonic)
         self.clock = clock
@@ -93,6 +95,7 @@ class Agent(PluginHost):
         self.job: GridJob | None = None
         self.sink: Sink | None = None
         self.alerts: Alerts | None = None
+        self.keep_alert_state = keep_alert_state
         self._described: bytes = b""
         self._seen_clashes: set[str] = set()
         self._seen_drops: set[tuple[str, str, str]] = set()
@@ -107,7 +110,8 @@ class Agent(PluginHost):
         self.start_plugins()
         self.runner = CollectorRunner(self.collectors, self.config.agent.timeout, self.monotonic)
         self.rule_runner = RuleRunner(self.rules, self.config.agent.timeout, self.monotonic)
-        self.alerts = Alerts(self.config.thresholds, self.config.agent.interval, self.config.agent.state_dir)
+        state_dir = self.config.agent.state_dir if self.keep_alert_state else None
+        self.alerts = Alerts(self.config.thresholds, self.config.agent.interval, state_dir)
         self._started = True
         log.info(
             "agent started",

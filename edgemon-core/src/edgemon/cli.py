@@ -7,6 +7,8 @@ Commands::
     edgemon-agent plugins [--json]           discovered plugins and their status
     edgemon-agent plugins test NAME          one plugin's sub-tree, checked against the payload rules
     edgemon-agent describe                   the metric metadata document (units, kinds, headlines)
+    edgemon-agent rules [--json]             alert rules and their alerts as the running agent saved them
+    edgemon-agent rules test                 one live cycle judged by every rule (ignoring `for`)
     edgemon-agent check-config [--config F]  every check ``run`` makes before connecting; prints the result
     edgemon-agent status [--json]            the send buffer and the connection (reads only)
 
@@ -31,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgemon import __version__, isolate, metadata, sanitize
+from edgemon import __version__, cli_rules, isolate, metadata, sanitize
 from edgemon import payload as payload_mod
 from edgemon.agent import Agent
 from edgemon.config import Config, ConfigError, load
@@ -82,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     ptest.add_argument("name")
     sub.add_parser("check-config", parents=[common], help="validate and print the effective configuration")
     sub.add_parser("describe", parents=[common], help="print the metric metadata document the agent sends")
+    rules = sub.add_parser("rules", parents=[common], help="alert rules and their state")
+    rules.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    rsub = rules.add_subparsers(dest="rules_command")
+    rsub.add_parser("test", parents=[common], help="judge one live cycle: what would fire now")
     return parser
 
 
@@ -180,7 +186,8 @@ def _main(argv: list[str] | None, out: TextIO) -> int:
         print(f"edgemon-agent: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.agent.log_level, config.agent.log_format, config.device_id)
-    agent = Agent(config, allowed=allowed_from_env())
+    # Only `run` keeps alert state: a one-shot command beside a running agent must not write its file.
+    agent = Agent(config, allowed=allowed_from_env(), keep_alert_state=args.command == "run")
     try:
         return _dispatch(args, agent, out)
     except ConfigError as exc:
@@ -200,6 +207,10 @@ def _dispatch(args: argparse.Namespace, agent: Agent, out: TextIO) -> int:
         return _plugins_test(agent, args.name, out)
     if args.command == "plugins":
         return _plugins_list(agent, as_json, out)
+    if args.command == "rules":
+        if getattr(args, "rules_command", None) == "test":
+            return cli_rules.test_rules(agent, out)
+        return cli_rules.list_rules(agent, as_json, out)
     if args.command == "describe":
         agent.start()
         out.write(agent.describe().decode() + "\n")
