@@ -344,7 +344,10 @@ class Agent(PluginHost):
         """
         if not self._started:
             self.start()
-        self.sink = sink if hasattr(sink, "keeps_seq") else FunctionSink(sink)  # type: ignore[assignment]
+        attached: Sink = sink if hasattr(sink, "keeps_seq") else FunctionSink(sink)  # type: ignore[assignment]
+        self.sink = attached
+        if self.alerts is not None:
+            self.alerts.on_transition = attached.alert
         self.describe()
 
         def job() -> None:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemon.state import DiskHealth
+from edgemon_protocol import topics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ CREATE TABLE IF NOT EXISTS sent (
 CREATE INDEX IF NOT EXISTS sent_seq ON sent (seq);
 """
 
+
+PRIORITY = "%/" + topics.ALERTS
+"""Entries whose topic ends in ``/alerts`` (alert transitions) are the priority lane: sent before the
+payload backlog after a reconnect, and not kept for resends (their state travels in every payload)."""
 
 MEMORY_MAX_BYTES = 16 * 1024 * 1024
 """Bytes of payloads held in memory while the disk cannot take them."""
@@ -108,6 +113,7 @@ class Buffer:
         self._db: sqlite3.Connection | None = None
         self._count = self._bytes = self._dropped = 0
         self._last_seq = 0
+        self._last_alert_seq = 0
         self._mem: OrderedDict[int, Entry] = OrderedDict()
         self._mem_bytes = 0
         self._next_mem_id = -1
@@ -163,9 +169,12 @@ class Buffer:
         counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         self._dropped = int(counters.get("dropped", 0)) + self._unsaved_drops
         highest = self._db.execute(
-            "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM outbox UNION ALL SELECT MAX(seq) FROM sent)"
+            "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM outbox WHERE topic NOT LIKE ? "
+            "UNION ALL SELECT MAX(seq) FROM sent)",
+            (PRIORITY,),
         ).fetchone()[0]
         self._last_seq = max(self._last_seq, int(counters.get("last_seq", 0)), int(highest or 0))
+        self._last_alert_seq = max(self._last_alert_seq, int(counters.get("last_alert_seq", 0)))
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
@@ -203,8 +212,12 @@ class Buffer:
         return len(self._mem)
 
     def last_seq(self) -> int:
-        """The highest ``seq`` ever appended (0 when none is known)."""
+        """The highest payload ``seq`` ever appended (0 when none is known)."""
         return self._last_seq
+
+    def last_alert_seq(self) -> int:
+        """The highest alert transition ``seq`` ever appended (0 when none is known)."""
+        return self._last_alert_seq
 
     def health(self) -> dict[str, Any]:
         """``disk_ok``, ``disk_errors``, ``in_memory`` and the current ``disk_error``."""
@@ -219,13 +232,17 @@ class Buffer:
     def append(self, topic: str, seq: int, body: bytes, created: float | None = None) -> int:
         """Store a payload; drop the oldest when over the bound. Returns its id (negative: held in memory).
 
-        Never raises for a disk problem: the payload is then held in memory.
+        Never raises for a disk problem: the payload is then held in memory. An alert transition
+        (a topic ending in ``/alerts``) counts its ``seq`` apart from the payloads'.
         """
         created = time.time() if created is None else created
         entry = Entry(0, seq, topic, created, body)
         dropped = None
         with self._lock:
-            self._last_seq = max(self._last_seq, seq)
+            if _priority(topic):
+                self._last_alert_seq = max(self._last_alert_seq, seq)
+            else:
+                self._last_seq = max(self._last_seq, seq)
             try:
                 if not self._connect():
                     raise sqlite3.OperationalError(self.disk.reason or "cannot open")
@@ -255,9 +272,9 @@ class Buffer:
             self._count += 1
             self._bytes += len(entry.body)
             self._db.execute(
-                "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
-                (self._last_seq,),
+                ("last_alert_seq", self._last_alert_seq) if _priority(entry.topic) else ("last_seq", self._last_seq),
             )
             if self._unsaved_drops:
                 self._add_dropped(self._unsaved_drops)
@@ -357,10 +374,12 @@ class Buffer:
             rows: list[Any] = []
             if self._db is not None:
                 rows = self._db.execute(
-                    "SELECT id, seq, topic, created, body FROM outbox ORDER BY id LIMIT ?", (limit + len(exclude),)
+                    "SELECT id, seq, topic, created, body FROM outbox ORDER BY topic NOT LIKE ?, id LIMIT ?",
+                    (PRIORITY, limit + len(exclude)),
                 ).fetchall()
             entries = [Entry(*row) for row in rows if row[0] not in exclude]
             entries += [e for i, e in self._mem.items() if i not in exclude]
+        entries.sort(key=lambda e: not _priority(e.topic))  # stable: alert transitions first, each lane in order
         return entries[:limit]
 
     def ack(self, ids: list[int]) -> None:
@@ -396,8 +415,8 @@ class Buffer:
                     if self.keep_sent:
                         self._db.execute(
                             "INSERT INTO sent (seq, topic, acked, body) SELECT seq, topic, ?, body FROM outbox "
-                            "WHERE id = ?",
-                            (now, entry_id),
+                            "WHERE id = ? AND topic NOT LIKE ?",
+                            (now, entry_id, PRIORITY),
                         )
                     row = self._db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(body)", (entry_id,))
                     deleted = row.fetchone()
@@ -502,3 +521,7 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
         "oldest_created": float(row[0]) if row else None,
         "last_seq": int(counters.get("last_seq", 0)),
     }
+
+
+def _priority(topic: str) -> bool:
+    return topic.endswith(PRIORITY[1:])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TextIO
 
+from edgemon_protocol.alerting import Transition
+
 
 class Sink(Protocol):
     """What the agent hands payloads to."""
@@ -29,6 +31,9 @@ class Sink(Protocol):
 
     def describe(self, body: bytes) -> None:
         """The device's metric metadata document changed (it is also given once at start)."""
+
+    def alert(self, transition: Transition) -> None:
+        """An alert changed state (the payloads carry the active set too; this is the exact event)."""
 
 
 class StdoutSink:
@@ -55,6 +60,9 @@ class StdoutSink:
 
     def describe(self, body: bytes) -> None:
         """Metadata is for the server; a line reader wants payloads only."""
+
+    def alert(self, transition: Transition) -> None:
+        """Transitions are logged by the agent; the payloads' ``alerts`` carry the state."""
 
 
 class FunctionSink(StdoutSink):

@@ -40,6 +40,7 @@ from edgemon.connection import Connection, Connection311, TransportStatus
 from edgemon.forwarder import Forwarder
 from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
 from edgemon_protocol import topics
+from edgemon_protocol.alerting import Transition, encode_transition
 from edgemon_protocol.mqtt import NOT_AUTHORIZED, explain
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class MqttSink:
         state = Path(config.agent.state_dir)
         self.topic = topics.monitoring(client_id)
         self.meta_topic = topics.meta(client_id)
+        self.alerts_topic = topics.alerts(client_id)
+        self.client_id = client_id
         self._meta = b""
         self._meta_sent = b""
         self._meta_lock = threading.Lock()
@@ -90,6 +93,15 @@ class MqttSink:
     def last_seq(self) -> int:
         """The highest seq in the buffer (payloads are stored with their seq)."""
         return self.buffer.last_seq()
+
+    def alert(self, transition: Transition) -> None:
+        """Store an alert transition durably, in the priority lane, and hand it to the forwarder."""
+        with self._meta_lock:
+            seq = self.buffer.last_alert_seq() + 1
+            body = encode_transition(self.client_id, seq, transition)
+            created = time.time()
+            entry_id = self.buffer.append(self.alerts_topic, seq, body, created)
+        self.forwarder.notify(Entry(entry_id, seq, self.alerts_topic, created, body))
 
     def describe(self, body: bytes) -> None:
         """Publish the metric metadata now if connected, and again on every connection."""

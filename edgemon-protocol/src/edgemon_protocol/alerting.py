@@ -24,12 +24,13 @@ restart keeps pending timers and firing alerts. Standard library only.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgemon_protocol.ids import RULE_RE
+from edgemon_protocol.ids import DEVICE_ID_RE, RULE_RE, TS_RE
 from edgemon_protocol.meta import check_pattern, compile_pattern
 
 SEVERITIES = ("info", "warning", "critical")
@@ -410,3 +411,62 @@ def parse_duration(text: Any) -> float:
     if not isinstance(text, str) or not DURATION_RE.fullmatch(text.strip()):
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m")
     return sum(float(n) * UNITS_S[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text))
+
+
+TRANSITION_STATES = ("pending", "firing", "resolved")
+
+
+def encode_transition(device: str, seq: int, t: Transition) -> bytes:
+    """The body of a transition message (``devices/<id>/alerts``); ``seq`` counts the device's transitions."""
+    from edgemon_protocol.payload import utc_timestamp  # noqa: PLC0415 - payload imports nothing of ours
+
+    doc = {
+        "schema": 1,
+        "device_id": device,
+        "seq": seq,
+        "fingerprint": t.fingerprint,
+        "rule": t.rule,
+        "key": t.key[:256],
+        "state": t.state,
+        "severity": t.severity,
+        "at": utc_timestamp(t.at),
+        "since": utc_timestamp(t.since),
+        "value": t.value,
+        "message": t.summary[:1024],
+    }
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def parse_transition(body: bytes) -> dict[str, Any]:
+    """Parse and check a transition message; the dict as sent.
+
+    Raises:
+        ValueError: with the reason.
+    """
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != 1:
+        raise ValueError("not a transition of schema 1")
+    checks: dict[str, Callable[[Any], bool]] = {
+        "device_id": lambda v: isinstance(v, str) and DEVICE_ID_RE.fullmatch(v) is not None,
+        "seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53,
+        "fingerprint": lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{16}", v) is not None,
+        "rule": lambda v: isinstance(v, str) and RULE_RE.fullmatch(v) is not None,
+        "key": lambda v: isinstance(v, str) and 0 < len(v) <= 256,
+        "state": lambda v: v in TRANSITION_STATES,
+        "severity": lambda v: v in SEVERITIES,
+        "at": lambda v: isinstance(v, str) and TS_RE.fullmatch(v) is not None,
+        "since": lambda v: isinstance(v, str) and TS_RE.fullmatch(v) is not None,
+        "value": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "message": lambda v: isinstance(v, str) and len(v) <= 1024,
+    }
+    if set(doc) - {"schema", *checks}:
+        raise ValueError(f"unknown fields: {', '.join(sorted(set(doc) - {'schema', *checks}))}")
+    for name, ok in checks.items():
+        if name not in doc or not ok(doc[name]):
+            raise ValueError(f"{name}: missing or not valid")
+    if doc["fingerprint"] != fingerprint(doc["rule"], doc["key"]):
+        raise ValueError("fingerprint does not match rule and key")
+    return doc

@@ -97,6 +97,46 @@ def apply_payloads(conn: Connection, payloads: Sequence[Accepted], now_ms: int, 
     return _events(conn, events, insert)
 
 
+def apply_transitions(
+    conn: Connection, transitions: Sequence[dict[str, Any]], now_ms: int, insert: Callable[..., Any]
+) -> int:
+    """Store exact transitions from ``devices/<id>/alerts`` (the history); return how many were new.
+
+    The events are the same rows the payload path writes (same device time), so whichever arrives
+    second stores nothing. The current state moves only for a transition newer than what it reflects.
+    """
+    events = []
+    keys = sorted({(t["device_id"], t["fingerprint"]) for t in transitions})
+    current = {
+        (r.device_id, r.fingerprint): dict(r._mapping)
+        for r in conn.execute(select(STATE).where(tuple_(STATE.c.device_id, STATE.c.fingerprint).in_(keys)))
+    }
+    dirty = set()
+    for t in sorted(transitions, key=lambda t: (t["device_id"], t["seq"])):
+        row = {
+            "device_id": t["device_id"],
+            "fingerprint": t["fingerprint"],
+            "rule": t["rule"],
+            "key": t["key"],
+            "severity": t["severity"],
+            "state": t["state"],
+            "since": t["since_ms"],
+            "changed": t["at_ms"],
+            "updated": t["at_ms"],
+            "value": t["value"],
+            "message": t["message"],
+            "source": "device",
+        }
+        if t["state"] != "pending":
+            events.append(_event(row, t["state"], t["at_ms"], now_ms))
+        old = current.get((t["device_id"], t["fingerprint"]))
+        if old is None or old["updated"] < t["at_ms"]:
+            current[(t["device_id"], t["fingerprint"])] = row
+            dirty.add((t["device_id"], t["fingerprint"]))
+    _write(conn, [current[k] for k in sorted(dirty)], insert)
+    return _events(conn, events, insert)
+
+
 def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[..., Any]) -> list[dict[str, Any]]:
     """Fire ``device_silent`` for devices that stopped reporting, resolve it for those back; return the events."""
     rows = conn.execute(select(DEVICES.c.id, DEVICES.c.last_seen, DEVICES.c.interval)).all()

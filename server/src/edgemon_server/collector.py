@@ -59,8 +59,8 @@ from edgemon_server.store import Message, Store
 
 log = logging.getLogger(__name__)
 
-KINDS = (topics.MONITORING, topics.META)
-"""What the collector stores: payloads and metric metadata (alert transitions come with the alerts work)."""
+KINDS = (topics.MONITORING, topics.META, topics.ALERTS)
+"""What the collector stores: payloads, metric metadata and alert transitions."""
 SWEEP_EVERY = 1.0
 HEARTBEAT_EVERY = 5.0
 

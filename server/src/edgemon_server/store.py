@@ -44,6 +44,7 @@ from edgemon_server.validate import (
     escape,
     parse,
     parse_meta,
+    parse_transition,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ REJECTS_PER_DEVICE = 1000
 COLLECTORS = Base.metadata.tables["collectors"]
 META = Base.metadata.tables["metric_meta"]
 META_SUFFIX = "/" + topics.META
+ALERTS_SUFFIX = "/" + topics.ALERTS
 KEEP_BYTES = 1024
 """How much of a rejected payload the dead-letter table keeps."""
 
@@ -153,11 +155,15 @@ class Store:
         now = time.time() if now is None else now
         accepted: list[Accepted] = []
         described: list[Described] = []
+        transitions: list[dict[str, Any]] = []
         rejects: list[tuple[Message, str]] = []
         for msg in messages:
             try:
                 if msg.topic.endswith(META_SUFFIX):
                     described.append(parse_meta(msg.topic, msg.body, self.limits, now))
+                    continue
+                if msg.topic.endswith(ALERTS_SUFFIX):
+                    transitions.append(parse_transition(msg.topic, msg.body, self.limits, now))
                     continue
                 accepted.append(parse(msg.topic, msg.body, self.limits, now))
             except RejectedError as exc:
@@ -167,7 +173,7 @@ class Store:
                 log.error("validation error", extra={"topic": escape(msg.topic, 200), "reason": reason}, exc_info=True)
                 rejects.append((msg, reason))
         try:
-            result = self._transaction(accepted, rejects, now, described)
+            result = self._transaction(accepted, rejects, now, described, transitions)
         except OperationalError:
             self._forget()
             raise
@@ -216,6 +222,7 @@ class Store:
         rejects: list[tuple[Message, str]],
         now: float,
         described: Sequence[Described] = (),
+        transitions: Sequence[dict[str, Any]] = (),
     ) -> Result:
         result = Result(rejected=len(rejects), described=len(described))
         now_ms = round(now * 1000)
@@ -231,6 +238,8 @@ class Store:
                 self._update_devices(conn, accepted, new, now_ms)
             for doc in described:
                 self._describe(conn, doc, now_ms)
+            if transitions:
+                result.alert_events += alert_state.apply_transitions(conn, transitions, now_ms, self._insert)
             if rejects:
                 conn.execute(
                     REJECTS.insert(),

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgemon_protocol import meta, topics
+from edgemon_protocol import alerting, meta, topics
 from edgemon_protocol.flatten import SEP, CollisionError, flatten
 from edgemon_protocol.ids import KEY_RE, RULE_RE, TS_RE
 from edgemon_protocol.payload import MAX_INTERVAL, MAX_SEQ, MAX_STRING, SEVERITIES
@@ -119,6 +119,29 @@ def parse_ts(value: Any) -> int:
     except ValueError as exc:
         raise RejectedError(f"ts: {value!r}: {exc}") from None
     return to_ms(when)
+
+
+def parse_transition(topic: str, body: bytes, limits: Limits, now: float) -> dict[str, Any]:
+    """Validate an alert transition (``devices/<id>/alerts``); adds ``at_ms`` and ``since_ms``.
+
+    Raises:
+        RejectedError: with the reason.
+    """
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind != topics.ALERTS:
+        raise RejectedError(f"topic {topic[:200]!r} is not devices/<id>/alerts")
+    if len(body) > limits.max_bytes:
+        raise RejectedError(f"transition too large: {len(body)} bytes > {limits.max_bytes}")
+    try:
+        doc = alerting.parse_transition(body)
+    except ValueError as exc:
+        raise RejectedError(f"alert transition: {exc}") from None
+    if doc["device_id"] != parsed.device:
+        raise RejectedError(f"device_id {doc['device_id']!r} does not match the topic's {parsed.device!r}")
+    doc["at_ms"], doc["since_ms"] = parse_ts(doc["at"]), parse_ts(doc["since"])
+    if doc["at_ms"] > (now + limits.max_future_s) * 1000:
+        raise RejectedError(f"at is more than {limits.max_future_s:g} s ahead of the server's clock")
+    return doc
 
 
 @dataclass(frozen=True)
