@@ -56,6 +56,18 @@ try {
     const text = (await cell.textContent())?.trim();
     check(text === head.value, `${env.AGENT_DEVICE} shows ${head.value} under ${head.label} (got ${text})`);
   }
+  if (env.ALERT) {
+    const alert = JSON.parse(env.ALERT);
+    await page.waitForFunction(
+      ([id, text]) => document.querySelector(`tr[data-device="${id}"] td.alert-cell`)?.textContent?.includes(text),
+      [env.AGENT_DEVICE, alert.cell],
+      { timeout: 20000 },
+    ).catch(() => undefined);
+    const cell = (await page.locator(`tr[data-device="${env.AGENT_DEVICE}"] td.alert-cell`).textContent())?.trim();
+    check(cell === alert.cell, `the overview shows ${alert.cell} for ${env.AGENT_DEVICE} (got ${cell})`);
+    const summary = (await page.locator(".summary").textContent()) ?? "";
+    check(/[1-9]\d* critical/.test(summary), `the fleet summary counts the critical alert (got ${summary})`);
+  }
   await page.waitForTimeout(500); // sparklines
   await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
 
@@ -108,6 +120,19 @@ try {
     check(drawn === env.AGENT_AXES, `uPlot got one labelled axis per unit: ${env.AGENT_AXES} (got ${drawn})`);
     const boot = (await again.locator('tr[data-key="system-boot_time"] td.num').textContent())?.trim() ?? "";
     check(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(boot), `the boot time reads as a date (got ${boot})`);
+  }
+
+  // The device page lists the alert and shades its period on the chart of its metric.
+  if (env.ALERT) {
+    const alert = JSON.parse(env.ALERT);
+    await again.goto(`${base}/devices/${encodeURIComponent(env.AGENT_DEVICE)}?m=${alert.metric}&range=15m`, { waitUntil: "networkidle" });
+    await again.waitForSelector(`section.alerts tr[data-rule="${alert.rule}"]`);
+    const row = (await again.locator(`section.alerts tr[data-rule="${alert.rule}"]`).textContent()) ?? "";
+    check(row.includes("critical") && row.includes(alert.metric), `the device lists the alert (got ${row})`);
+    await again.waitForSelector('.chart[data-alert-bands="1"]', { timeout: 10000 }).catch(() => undefined);
+    const bands = await again.getAttribute(".chart", "data-alert-bands");
+    check(bands === "1", `the chart of ${alert.metric} shades the alert's period (got ${bands})`);
+    await again.screenshot({ path: `${shots}/device-alert.png`, fullPage: true });
   }
 
   // An API error is shown, not swallowed.

@@ -1,6 +1,7 @@
 import { useState } from "react";
 import type { DeviceDetail, Metric, SeriesData } from "./api";
-import type { ListMetricsResponse } from "./api-types";
+import type { GetDeviceAlertsResponse, ListMetricsResponse } from "./api-types";
+import { alertPeriods } from "./alerts";
 import { Chart } from "./Chart";
 import { formatAgo, formatValue, groupByPlugin, type Unit } from "./format";
 import { MetricPicker } from "./MetricPicker";
@@ -19,6 +20,7 @@ export function Device({ view }: { view: DeviceView }) {
   const refresh = live ? LIVE_MS : null;
   const detail = useApi<DeviceDetail>(`/api/v1/devices/${id}`, refresh);
   const metrics = useApi<ListMetricsResponse>(`/api/v1/devices/${id}/metrics`, refresh);
+  const alerts = useApi<GetDeviceAlertsResponse>(`/api/v1/devices/${id}/alerts?limit=200`, refresh);
   const { from, to } = rangeParams(view.range);
   const seriesPath = view.metrics.length
     ? `/api/v1/devices/${id}/series?${view.metrics.map((m) => `metric=${encodeURIComponent(m)}`).join("&")}` +
@@ -37,6 +39,8 @@ export function Device({ view }: { view: DeviceView }) {
   const described: Record<string, Metric> = Object.fromEntries((metrics.data?.metrics ?? []).map((m) => [m.key, m]));
   const units: Record<string, Unit | null> = Object.fromEntries(Object.values(described).map((m) => [m.key, m.unit]));
   const metricKeys = Object.keys(described).sort();
+  const periods = alerts.data ? alertPeriods(alerts.data.history, alerts.data.current) : [];
+  const current = alerts.data?.current ?? [];
   const newest = Object.values(described).reduce<string | null>((t, m) => (m.ts && (!t || m.ts > t) ? m.ts : t), null);
   return (
     <div className="device">
@@ -85,6 +89,64 @@ export function Device({ view }: { view: DeviceView }) {
         </section>
       )}
 
+      <section className="alerts" aria-label="alerts">
+        <h3>
+          Alerts{" "}
+          <small className="muted">
+            {current.filter((a) => a.state === "firing").length} firing, {current.filter((a) => a.state === "pending").length} pending
+          </small>
+        </h3>
+        {alerts.error && <p className="error">{alerts.error}</p>}
+        {current.length > 0 && (
+          <table className="alert-list current">
+            <tbody>
+              {current.map((a) => (
+                <tr key={a.fingerprint} className={`${a.severity} ${a.state}`} data-rule={a.rule} data-key={a.key}>
+                  <td>
+                    <span className={`badge ${a.severity}`}>{a.severity}</span>
+                  </td>
+                  <td>{a.state}{a.stale ? " (stale: the device is silent)" : ""}</td>
+                  <td>{a.rule}</td>
+                  <td>
+                    {described[a.key] ? (
+                      <a href={buildDeviceUrl({ ...view, metrics: [a.key] })} onClick={follow(buildDeviceUrl({ ...view, metrics: [a.key] }))}>
+                        {a.key}
+                      </a>
+                    ) : (
+                      a.key
+                    )}
+                  </td>
+                  <td title={a.since ?? undefined}>since {formatAgo(a.since)}</td>
+                  <td>{a.message}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+        {current.length === 0 && <p className="muted">No alert is pending or firing.</p>}
+        {alerts.data && alerts.data.history.length > 0 && (
+          <details>
+            <summary>History ({alerts.data.history.length}{alerts.data.next_cursor ? "+" : ""})</summary>
+            <table className="alert-list history">
+              <tbody>
+                {alerts.data.history.map((e) => (
+                  <tr key={e.id} className={e.state} data-state={e.state}>
+                    <td>{e.at}</td>
+                    <td>
+                      <span className={`badge ${e.severity}`}>{e.severity}</span>
+                    </td>
+                    <td>{e.state}</td>
+                    <td>{e.rule}</td>
+                    <td>{e.key}</td>
+                    <td>{e.message}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </details>
+        )}
+      </section>
+
       <section>
         <h3>Time series</h3>
         <div className="toolbar">
@@ -109,7 +171,9 @@ export function Device({ view }: { view: DeviceView }) {
         <MetricPicker available={metricKeys} selected={view.metrics} onChange={(metrics) => set({ metrics })} />
         {series.error && <p className="error" role="alert">{series.error}</p>}
         {view.metrics.length === 0 && <p className="muted">Pick one or more metrics to chart.</p>}
-        {series.data && view.metrics.length > 0 && <Chart series={series.data.series} units={units} />}
+        {series.data && view.metrics.length > 0 && (
+          <Chart series={series.data.series} units={units} periods={periods.filter((p) => view.metrics.includes(p.key))} />
+        )}
         {series.data?.series.some((s) => s.downsampled) && (
           <p className="muted">Downsampled: the line is each bucket's average, the band its min and max.</p>
         )}

@@ -1,5 +1,7 @@
 import { useMemo, useState, useEffect } from "react";
 import { allDevices, api, type DeviceSummary, type Headline, type SeriesData } from "./api";
+import type { ListAlertsResponse } from "./api-types";
+import { summarize } from "./alerts";
 import { Sparkline } from "./Chart";
 import { formatAgo, formatUnit } from "./format";
 import { sortDevices } from "./sort";
@@ -41,6 +43,8 @@ function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, num
 
 export function Overview({ view }: { view: OverviewView }) {
   const fleet = usePoll("fleet", allDevices, REFRESH_MS);
+  const firing = usePoll("alerts", (signal) => api<ListAlertsResponse>("/api/v1/alerts?state=firing", signal), REFRESH_MS);
+  const summary = summarize(firing.data?.alerts ?? []);
   const devices = fleet.data;
   const shown = useMemo(() => {
     const q = view.q.toLowerCase();
@@ -99,6 +103,11 @@ export function Overview({ view }: { view: OverviewView }) {
         <span className="muted">
           {devices.length} devices, <span className={offline ? "offline" : ""}>{offline} offline</span>
         </span>
+        <span className="summary" aria-label="fleet alerts">
+          <span className={`badge critical${summary.critical ? "" : " zero"}`}>{summary.critical} critical</span>{" "}
+          <span className={`badge warning${summary.warning ? "" : " zero"}`}>{summary.warning} warning</span>{" "}
+          <span className={summary.silent ? "offline" : "muted"}>{summary.silent} silent</span>
+        </span>
       </div>
       <table className="fleet">
         <thead>
@@ -107,7 +116,7 @@ export function Overview({ view }: { view: OverviewView }) {
             {header("id", "device")}
             {header("last_seen", "last seen")}
             {labels.map((label) => header(`h:${label}`, label))}
-            <th>alerts</th>
+            {header("alerts", "alerts")}
           </tr>
         </thead>
         <tbody>
@@ -125,7 +134,15 @@ export function Overview({ view }: { view: OverviewView }) {
                 </td>
                 <td title={d.last_seen ?? undefined}>{formatAgo(d.last_seen, now)}</td>
                 {labels.map((label) => cell(d, label))}
-                <td>{d.alerts}</td>
+                <td className="alert-cell" data-alerts={d.alerts}>
+                  {d.alerts > 0 && d.alert_severity ? (
+                    <span className={`badge ${d.alert_severity}`}>
+                      {d.alerts} {d.alert_severity}
+                    </span>
+                  ) : (
+                    <span className="muted">0</span>
+                  )}
+                </td>
               </tr>
             );
           })}

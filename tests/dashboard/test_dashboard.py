@@ -37,7 +37,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[str] | None = Non
             time.sleep(0.2)
 
 
-def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env, mqtt_env, run_agent_proc):
+def test_dashboard_end_to_end_in_chromium(tmp_path, broker, pki, sqlite_url, collector_env, mqtt_env, run_agent_proc):
     assert BUILT.exists(), "the dashboard is built by `make test` (npm run build) before pytest"
     port = free_port()
     server = subprocess.Popen(
@@ -58,7 +58,12 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
         time.sleep(6)  # > 3 intervals of 1 s and the 5 s floor: offline
         gone.stop()
         # A real agent with a third-party plugin (examples/edgemon-example) that declares a unit and a headline.
-        run_agent_proc(mqtt_env("agent-1", EDGEMON_LOAD_PLUGINS="cpu,disk,example"))
+        # Its threshold on the plugin's metric fires at once (a critical alert for the dashboard to show).
+        rules = tmp_path / "agent.toml"
+        rules.write_text(
+            '[[alerts.threshold]]\nname = "answer_high"\nmetric = "example-answer"\nabove = 10\nseverity = "critical"\n'
+        )
+        run_agent_proc(mqtt_env("agent-1", EDGEMON_LOAD_PLUGINS="cpu,disk,example", EDGEMON_CONFIG=str(rules)))
         fleet = Fleet(broker, pki, 4, prefix="site", start=start, plugin_states=True)
         fleet.describe(
             {
@@ -109,6 +114,7 @@ def test_dashboard_end_to_end_in_chromium(broker, pki, sqlite_url, collector_env
             "HEADLINE": json.dumps({"label": "Answer", "value": "42"}),
             "AGENT_METRICS": "cpu-percent,agent-cycle_ms",
             "AGENT_AXES": "% | ms",
+            "ALERT": json.dumps({"rule": "answer_high", "cell": "1 critical", "metric": "example-answer"}),
         }
         out = subprocess.run(
             ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120

@@ -1,0 +1,68 @@
+// Alert periods for the charts, and the fleet's alert summary: pure functions over the API's data.
+import type { Alert, AlertEvent } from "./api-types";
+
+export interface Period {
+  key: string;
+  rule: string;
+  severity: AlertEvent["severity"];
+  /** Epoch ms. */
+  from: number;
+  /** Epoch ms; null while still firing. */
+  to: number | null;
+}
+
+/**
+ * The periods each alert fired, from a device's history (newest first, as the API gives it) and its
+ * current alerts: a `firing` event opens a period (an escalation keeps it open at the new severity),
+ * `resolved` closes it; one still firing runs to now.
+ */
+export function alertPeriods(history: AlertEvent[], current: Alert[]): Period[] {
+  const open = new Map<string, Period>();
+  const out: Period[] = [];
+  for (const e of [...history].reverse()) {
+    const id = `${e.rule}\u0000${e.key}`;
+    const at = Date.parse(e.at ?? "");
+    if (Number.isNaN(at)) continue;
+    const period = open.get(id);
+    if (e.state === "firing") {
+      if (period) period.severity = worse(period.severity, e.severity);
+      else open.set(id, { key: e.key, rule: e.rule, severity: e.severity, from: at, to: null });
+    } else if (period) {
+      period.to = at;
+      out.push(period);
+      open.delete(id);
+    }
+  }
+  for (const a of current) {
+    const id = `${a.rule}\u0000${a.key}`;
+    if (a.state === "firing" && !open.has(id)) {
+      const since = Date.parse(a.changed ?? a.since ?? "");
+      if (!Number.isNaN(since)) open.set(id, { key: a.key, rule: a.rule, severity: a.severity, from: since, to: null });
+    }
+  }
+  return [...out, ...open.values()].sort((a, b) => a.from - b.from);
+}
+
+const RANK = { info: 1, warning: 2, critical: 3 } as const;
+
+export function worse(a: AlertEvent["severity"], b: AlertEvent["severity"]): AlertEvent["severity"] {
+  return RANK[a] >= RANK[b] ? a : b;
+}
+
+export interface FleetSummary {
+  critical: number;
+  warning: number;
+  info: number;
+  silent: number;
+}
+
+/** Firing alerts by severity, and the devices the server reports silent. */
+export function summarize(alerts: Alert[]): FleetSummary {
+  const out: FleetSummary = { critical: 0, warning: 0, info: 0, silent: 0 };
+  for (const a of alerts) {
+    if (a.state !== "firing") continue;
+    if (a.rule === "device_silent") out.silent += 1;
+    else out[a.severity] += 1;
+  }
+  return out;
+}
