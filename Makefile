@@ -107,7 +107,7 @@ $(VENV_OLD)/.installed: $(PYPROJECTS)
 	touch $@
 
 pytest-oldest: $(VENV_OLD)/.installed $(TEST_SITE)/.installed system-deps
-	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS) $(EXAMPLE)
+	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS) examples
 
 test: lint typecheck frontend-test pytest pytest-oldest
 
