@@ -181,6 +181,25 @@ def costly_calls() -> None:
         print(f"  {name:<50} {time_call(fn):9.1f}")
 
 
+def _rules_50() -> str:
+    """The shipped rules (kept) plus 50 thresholds over the metrics the agent reports, a few of them firing."""
+    metrics = [
+        "cpu-percent", "cpu-core-*-percent", "cpu-times-user", "cpu-times-system", "cpu-times-iowait",
+        "cpu-load-load1", "cpu-load-load5", "memory-percent", "memory-swap-percent", "memory-available",
+        "disk-usage-*-percent", "disk-usage-*-free", "disk-io-*-read_bytes_per_s", "disk-io-*-write_bytes_per_s",
+        "disk-io-*-busy_percent", "system-uptime_s", "agent-cycle_ms", "agent-collectors-*-time_ms",
+    ]  # fmt: skip
+    out = []
+    for i in range(50):
+        metric = metrics[i % len(metrics)]
+        above = 0 if i % 10 == 0 else 1e12  # every tenth fires at once, the rest never
+        out.append(f'[[alerts.threshold]]\nname = "bench_{i}"\nmetric = "{metric}"\nabove = {above}\nfor = "10s"\n')
+    return "\n".join(out)
+
+
+RULES_50 = _rules_50()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=60.0)
@@ -214,8 +233,23 @@ def main() -> None:
         "EDGEMON_MQTT_CERT": str(device.cert),
         "EDGEMON_MQTT_KEY": str(device.key),
     }
+    # Alert rules: the same agent without any rule, and with the shipped ones plus 50 more.
+    no_rules = work / "no-rules.toml"
+    no_rules.write_text("[alerts]\ndefaults = false\n")
+    many_rules = work / "rules.toml"
+    many_rules.write_text(RULES_50)
     procs = {
         "bare psutil loop": subprocess.Popen([sys.executable, "-c", BARE_LOOP], stdout=subprocess.DEVNULL),
+        "edgemon-agent (stdout, no rules)": subprocess.Popen(
+            [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "stdout", "-c", str(no_rules)],
+            stdout=subprocess.DEVNULL,
+            env={**env, "EDGEMON_STATE_DIR": str(work / "state-no-rules")},
+        ),
+        "edgemon-agent (stdout, +50 rules)": subprocess.Popen(
+            [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "stdout", "-c", str(many_rules)],
+            stdout=subprocess.DEVNULL,
+            env={**env, "EDGEMON_STATE_DIR": str(work / "state-rules")},
+        ),
         "edgemon-agent (stdout)": subprocess.Popen(
             [str(BIN / "edgemon-agent"), "run", "--interval", "1", "--output", "stdout"],
             stdout=subprocess.DEVNULL,
@@ -250,6 +284,13 @@ def main() -> None:
         verdict = "met" if cpu / base_cpu <= cpu_target and rss <= rss_target else "MISSED"
         print(f"target {name}: CPU <= {cpu_target}x, RSS <= {rss_target} MB: {verdict}")
     print(f"payloads received over MQTT by a subscriber: {received}")
+    none, many = (
+        results[n][0] / base_cpu for n in ("edgemon-agent (stdout, no rules)", "edgemon-agent (stdout, +50 rules)")
+    )
+    verdict = "met" if many - none <= 0.1 else "MISSED"
+    print(
+        f"target rules: the shipped rules + 50 thresholds move the CPU ratio by {many - none:+.2f} (<= 0.1): {verdict}"
+    )
     costly_calls()
 
 

@@ -149,3 +149,20 @@ def test_without_keep_sent_nothing_is_kept(tmp_path):
     buf.append("t", 1, b"x")
     buf.ack([e.id for e in buf.oldest(1)])
     assert buf.requeue(0, 10) == []
+
+
+def test_alert_transitions_are_a_priority_lane_with_their_own_seq(tmp_path):
+    buf = Buffer(tmp_path / "b.db", max_bytes=1_000_000, keep_sent=100)
+    for seq in (1, 2, 3):
+        buf.append("devices/d/monitoring", seq, b"p%d" % seq)
+    alert_id = buf.append("devices/d/alerts", 1, b"a1")
+    buf.append("devices/d/monitoring", 4, b"p4")
+    order = [(e.topic.rsplit("/", 1)[1], e.seq) for e in buf.oldest(10)]
+    assert order == [("alerts", 1), ("monitoring", 1), ("monitoring", 2), ("monitoring", 3), ("monitoring", 4)]
+    assert (buf.last_seq(), buf.last_alert_seq()) == (4, 1), "an alert's seq never moves the payloads' seq"
+    buf.ack([alert_id])
+    assert buf.requeue(1, 1) == [], "transitions are not kept for resends (their state travels in payloads)"
+    buf.close()
+    reopened = Buffer(tmp_path / "b.db")
+    assert (reopened.last_seq(), reopened.last_alert_seq()) == (4, 1)
+    reopened.close()
