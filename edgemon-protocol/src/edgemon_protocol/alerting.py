@@ -23,7 +23,6 @@ restart keeps pending timers and firing alerts. Standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -87,8 +86,19 @@ class Transition:
 
 
 def fingerprint(rule: str, key: str) -> str:
-    """A short stable id of (rule, key)."""
-    return hashlib.sha256(f"{rule}\0{key}".encode()).hexdigest()[:16]
+    """A short stable id of (rule, key): 64-bit FNV-1a, 16 hex digits.
+
+    Not :mod:`hashlib`: importing it loads OpenSSL, about 4 MB of resident memory on the device for
+    ids that need no cryptographic strength.
+    """
+    return _fnv64(f"{rule}\0{key}")
+
+
+def _fnv64(text: str) -> str:
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
 
 
 @dataclass
@@ -292,6 +302,8 @@ class Threshold:
             crit_edge = self.critical - sign * width if stay else self.critical
             if sign * value > sign * crit_edge:
                 severity = "critical"
+        if not active and machine.state == "ok":
+            return Observation(False, severity, value)  # the common case: no words needed
         summary = (self.summary or "{rule}: {key} is {value:g} ({threshold_side} {threshold:g})").format(
             key=machine.key,
             value=value,
@@ -320,16 +332,18 @@ class Engine:
 
     def evaluate(self, now: float, flat: Mapping[str, Any]) -> list[Transition]:
         """One cycle over the flat metrics (``{"cpu-percent": 3.5, ...}``); returns the transitions."""
-        keys = frozenset(k for k, v in flat.items() if _number(v))
-        if keys != self._keys:
+        keys = frozenset(flat)
+        if keys != self._keys:  # a new set of keys (rare): match every pattern again, numbers only
             self._keys = keys
-            self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, keys)) for r in self.rules}
+            numeric = [k for k, v in flat.items() if _number(v)]
+            self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, numeric)) for r in self.rules}
         out: list[Transition] = []
         for rule in self.rules:
             mine = self.machines.setdefault(rule.name, {})
             for key in self._matches.get(rule.name, ()):
                 machine = mine.get(key) or self._machine(rule, key)
-                out += machine.step(now, rule.observe(machine, float(flat[key])))
+                value = flat[key]
+                out += machine.step(now, rule.observe(machine, float(value) if _number(value) else None))
             if len(mine) > len(self._matches.get(rule.name, ())):  # keys that went away: no data
                 for key, machine in mine.items():
                     if key not in flat:
@@ -389,7 +403,7 @@ class Engine:
 
 def signature(rule: Threshold) -> str:
     """Changes whenever anything about the rule changes."""
-    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]
+    return _fnv64(repr(rule))
 
 
 def _number(value: Any) -> bool:
