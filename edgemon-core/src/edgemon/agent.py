@@ -368,6 +368,8 @@ class Agent(PluginHost):
 
     def close(self) -> None:
         """Call every started plugin's ``edgemon_shutdown`` and stop the worker threads."""
+        if self.alerts is not None:
+            self.alerts.close()
         self.shutdown_plugins(self._started)
         if self.runner is not None:
             self.runner.close()

@@ -30,6 +30,8 @@ from edgemon_protocol.payload import utc_timestamp
 log = logging.getLogger(__name__)
 
 STATE_FILE = "alerts.json"
+SAVE_PENDING_EVERY = 30.0
+"""Seconds between saves while only pending timers changed (a restart may lose up to this much of a ``for``)."""
 
 
 class Alerts:
@@ -48,6 +50,8 @@ class Alerts:
         """Called for each transition (the MQTT sink publishes it)."""
         self.transitions = 0
         self.save_errors = 0
+        self._dirty = False
+        self._saved_at = float("-inf")
         self._load()
 
     # -- evaluation ----------------------------------------------------------------
@@ -65,11 +69,20 @@ class Alerts:
             self.transitions += len(out)
             for transition in out:
                 self._log(transition)
+                if transition.state == "pending":
+                    continue  # the payloads' active set says it; only firing and resolved are events
                 try:
                     self.on_transition(transition)
                 except Exception as exc:  # noqa: BLE001 - the payload's active set still says it
                     log.error("alert transition not handed off", extra={"rule": transition.rule, "reason": repr(exc)})
-            self.save()
+            # A firing or resolved alert is saved at once; a value flickering over a threshold only
+            # starts pending timers, saved at most every SAVE_PENDING_EVERY seconds (and at exit).
+            if any(t.state != "pending" for t in out) or now - self._saved_at >= SAVE_PENDING_EVERY:
+                self.save(now)
+            else:
+                self._dirty = True
+        elif self._dirty and now - self._saved_at >= SAVE_PENDING_EVERY:
+            self.save(now)
         return out
 
     def _plugin(self, now: float, rule: Rule, conditions: list[dict[str, Any]]) -> list[Transition]:
@@ -129,10 +142,12 @@ class Alerts:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save(self) -> None:
+    def save(self, now: float | None = None) -> None:
         """Write the state atomically; a failure is counted and logged, never raised."""
         if self.path is None:
             return
+        self._dirty = False
+        self._saved_at = now if now is not None else self._saved_at
         doc = {
             "thresholds": self.engine.to_json(),
             "plugins": [
@@ -176,6 +191,11 @@ class Alerts:
                     restored += 1
         if restored:
             log.info("alert state restored", extra={"path": str(self.path), "reason": f"{restored} alerts"})
+
+    def close(self) -> None:
+        """Save what is not saved yet (pending timers)."""
+        if self._dirty:
+            self.save()
 
     def stats(self) -> dict[str, Any]:
         """Self-metrics under ``agent.alerts``."""
