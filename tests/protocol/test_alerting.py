@@ -176,3 +176,19 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_the_tree_path_gives_what_the_flat_path_gives_and_finds_new_keys():
+    from edgemon_protocol import alerting
+    from edgemon_protocol.flatten import flatten
+
+    rule = Threshold("disk_full", "disk-usage-*-percent", above=90, for_s=0)
+    by_tree, by_flat = Engine([rule]), Engine([rule])
+    trees = [{"disk": {"usage": {"sda": {"percent": v}}}} for v in (50, 95, 95, 40)]
+    for t, tree in enumerate(trees):
+        assert by_tree.evaluate_tree(float(t), tree) == by_flat.evaluate(float(t), flatten(tree))
+    grown = {"disk": {"usage": {"sda": {"percent": 40}, "sdb": {"percent": 99}}}}
+    found = []
+    for t in range(alerting.REMATCH_CYCLES + 1):
+        found += [x.key for x in by_tree.evaluate_tree(10.0 + t, grown)]
+    assert found == ["disk-usage-sdb-percent"], "a disk mounted later is found at the next full match"

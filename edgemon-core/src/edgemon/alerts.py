@@ -24,7 +24,6 @@ from typing import Any
 
 from edgemon.registry import Rule
 from edgemon_protocol.alerting import Engine, Machine, Observation, Threshold, Transition
-from edgemon_protocol.flatten import flatten
 from edgemon_protocol.payload import utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,7 @@ class Alerts:
         self.save_errors = 0
         self._dirty = False
         self._saved_at = float("-inf")
+        self._stamps: dict[float, str] = {}
         self._load()
 
     # -- evaluation ----------------------------------------------------------------
@@ -62,7 +62,7 @@ class Alerts:
         """One cycle: thresholds on ``metrics``, plugin conditions from ``plugin_results``; return the transitions."""
         out: list[Transition] = []
         if self.engine.rules:
-            out += self.engine.evaluate(now, flatten(metrics))
+            out += self.engine.evaluate_tree(now, metrics)
         for rule, conditions in plugin_results:
             out += self._plugin(now, rule, conditions)
         if out:
@@ -127,14 +127,23 @@ class Alerts:
                 "message": str(item["message"])[:1024],
                 "key": item["key"][:256],
                 "state": item["state"],
-                "since": utc_timestamp(item["since"]),
-                "changed": utc_timestamp(item["changed"]),
+                "since": self._stamp(item["since"]),
+                "changed": self._stamp(item["changed"]),
                 "fingerprint": item["fingerprint"],
             }
             if isinstance(item.get("value"), (int, float)):
                 alert["value"] = item["value"]
             out.append(alert)
         return out
+
+    def _stamp(self, epoch: float) -> str:
+        """RFC 3339 of a time, cached: an alert's since and changed are the same for many cycles."""
+        text = self._stamps.get(epoch)
+        if text is None:
+            if len(self._stamps) > 1000:
+                self._stamps.clear()
+            text = self._stamps[epoch] = utc_timestamp(epoch)
+        return text
 
     def machines(self) -> list[Machine]:
         """Every machine, threshold and plugin ones (``edgemon-agent rules``)."""

@@ -29,12 +29,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgemon_protocol.flatten import flatten
 from edgemon_protocol.ids import DEVICE_ID_RE, RULE_RE, TS_RE
 from edgemon_protocol.meta import check_pattern, compile_pattern
 
 SEVERITIES = ("info", "warning", "critical")
 NO_DATA = ("keep", "resolve", "alert")
 STATES = ("ok", "pending", "firing")
+REMATCH_CYCLES = 60
+"""Cycles between two full matchings of the rules' patterns against every key (:meth:`Engine.evaluate_tree`)."""
 NO_DATA_INTERVALS = 3
 """Default: no data for this many of the agent's intervals counts as "no data"."""
 
@@ -122,6 +125,7 @@ class Machine:
     summary: str = ""
     changed: float | None = None
     """When the last transition happened (the firing time, or the last escalation)."""
+    _fingerprint: str = field(default="", repr=False, compare=False)
 
     def step(self, now: float, obs: Observation) -> list[Transition]:
         """Advance with this cycle's observation; return the transitions it caused (usually none)."""
@@ -191,8 +195,10 @@ class Machine:
         """The alert as the payload's active set carries it; ``None`` while ok."""
         if self.state == "ok":
             return None
+        if not self._fingerprint:
+            self._fingerprint = fingerprint(self.rule, self.key)
         return {
-            "fingerprint": fingerprint(self.rule, self.key),
+            "fingerprint": self._fingerprint,
             "rule": self.rule,
             "key": self.key,
             "severity": self.severity,
@@ -287,6 +293,10 @@ class Threshold:
         """Where a firing alert clears."""
         return self.limit if self.clear is None else self.clear
 
+    def beyond(self, value: float) -> bool:
+        """The value is past the threshold (what starts an alert)."""
+        return value > self.limit if self.above is not None else value < self.limit
+
     def observe(self, machine: Machine, value: float | None) -> Observation:
         """This cycle's verdict on one key, given its machine's state (for the hysteresis)."""
         if value is None:
@@ -329,24 +339,84 @@ class Engine:
     """rule name -> key -> machine."""
     _keys: frozenset[str] = frozenset()
     _matches: dict[str, list[str]] = field(default_factory=dict)
+    _paths: dict[str, list[str]] | None = None
+    _plan: dict[str, list[tuple[str, list[str], Machine]]] = field(default_factory=dict)
+    _cycles: int = 0
 
     def evaluate(self, now: float, flat: Mapping[str, Any]) -> list[Transition]:
-        """One cycle over the flat metrics (``{"cpu-percent": 3.5, ...}``); returns the transitions."""
+        """One cycle over flat metrics (``{"cpu-percent": 3.5, ...}``); returns the transitions."""
         keys = frozenset(flat)
-        if keys != self._keys:  # a new set of keys (rare): match every pattern again, numbers only
+        if keys != self._keys:  # a new set of keys (rare): match every pattern again
+            self._rematch(flat)
             self._keys = keys
-            numeric = [k for k, v in flat.items() if _number(v)]
-            self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, numeric)) for r in self.rules}
+        return self._judge(now, flat.get)
+
+    def evaluate_tree(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
+        """One cycle over the nested metrics tree, without flattening it every cycle.
+
+        The matched keys are looked up along their paths (a flat key's levels, as keys hold no
+        ``-``); the whole tree is flattened and matched again every :data:`REMATCH_CYCLES` cycles, so a
+        disk mounted later is found within that many cycles. A matched key that is gone is "no data".
+        """
+        self._cycles += 1
+        if self._paths is None or self._cycles % REMATCH_CYCLES == 0:
+            flat = flatten(tree)
+            self._rematch(flat)
+            self._keys = frozenset(flat)
+            self._paths = {k: k.split("-") for keys in self._matches.values() for k in keys}
+            self._plan = {
+                r.name: [(k, self._paths[k], self._machine(r, k)) for k in self._matches.get(r.name, ())]
+                for r in self.rules
+            }
+        return self._judge_paths(now, tree)
+
+    def _judge_paths(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
+        """:meth:`_judge` with each value looked up along its path (the per-cycle hot path, kept flat)."""
+        assert self._paths is not None
         out: list[Transition] = []
         for rule in self.rules:
             mine = self.machines.setdefault(rule.name, {})
-            for key in self._matches.get(rule.name, ()):
-                machine = mine.get(key) or self._machine(rule, key)
-                value = flat[key]
-                out += machine.step(now, rule.observe(machine, float(value) if _number(value) else None))
-            if len(mine) > len(self._matches.get(rule.name, ())):  # keys that went away: no data
+            matched = self._matches.get(rule.name, ())
+            above = rule.above is not None
+            limit = rule.limit
+            for _key, path, machine in self._plan.get(rule.name, ()):
+                node: Any = tree
+                try:
+                    for level in path:
+                        node = node[level]  # the agent's tree is plain dicts: no ABC checks here
+                except (KeyError, TypeError, IndexError):
+                    node = None
+                number = float(node) if _number(node) else None
+                if number is not None and machine.state == "ok" and (number <= limit if above else number >= limit):
+                    machine.last_data, machine.value = now, number  # the common case: nothing to decide
+                    continue
+                out += machine.step(now, rule.observe(machine, number))
+            if len(mine) > len(matched):  # keys that went away: no data
                 for key, machine in mine.items():
-                    if key not in flat:
+                    if key not in matched:
+                        out += machine.step(now, rule.observe(machine, None))
+        return out
+
+    def _rematch(self, flat: Mapping[str, Any]) -> None:
+        numeric = [k for k, v in flat.items() if _number(v)]
+        self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, numeric)) for r in self.rules}
+
+    def _judge(self, now: float, get: Callable[[str], Any]) -> list[Transition]:
+        out: list[Transition] = []
+        for rule in self.rules:
+            mine = self.machines.setdefault(rule.name, {})
+            matched = self._matches.get(rule.name, ())
+            for key in matched:
+                machine = mine.get(key) or self._machine(rule, key)
+                value = get(key)
+                number = float(value) if _number(value) else None
+                if number is not None and machine.state == "ok" and not rule.beyond(number):
+                    machine.last_data, machine.value = now, number  # the common case, kept cheap
+                    continue
+                out += machine.step(now, rule.observe(machine, number))
+            if len(mine) > len(matched):  # keys that went away: no data
+                for key, machine in mine.items():
+                    if key not in matched:
                         out += machine.step(now, rule.observe(machine, None))
         return out
 
@@ -407,7 +477,8 @@ def signature(rule: Threshold) -> str:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    kind = type(value)
+    return kind is float or kind is int or (kind is not bool and isinstance(value, (int, float)))
 
 
 DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+")
