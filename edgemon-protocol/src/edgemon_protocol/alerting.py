@@ -361,8 +361,11 @@ class Engine:
         self._cycles += 1
         if self._paths is None or self._cycles % REMATCH_CYCLES == 0:
             flat = flatten(tree)
+            keys = frozenset(flat)
+            if keys == self._keys and self._paths is not None:
+                return self._judge_paths(now, tree)  # same keys: the matching still holds
             self._rematch(flat)
-            self._keys = frozenset(flat)
+            self._keys = keys
             self._paths = {k: k.split("-") for keys in self._matches.values() for k in keys}
             self._plan = {
                 r.name: [(k, self._paths[k], self._machine(r, k)) for k in self._matches.get(r.name, ())]
