@@ -144,3 +144,39 @@ def test_a_devices_history_and_the_overview_counts(client):
     fleet = {d["id"]: d for d in client.get("/api/v1/devices").get_json()["devices"]}
     assert (fleet["a1"]["alerts"], fleet["a1"]["alert_severity"]) == (2, "critical")
     assert (fleet["a2"]["alerts"], fleet["a2"]["alert_severity"]) == (0, None), "pending is not firing"
+
+
+def test_a_growing_send_backlog_on_the_device_fires_and_clears(store, engine):
+    def send_backlog(seq, held):
+        doc = payload("busy", seq)
+        doc["metrics"]["agent"] = {"transport": {"buffered": held}}
+        now = time.time()
+        return store.write([Message("devices/busy/monitoring", json.dumps(doc).encode(), now)], now=now)
+
+    send_backlog(1, 5)
+    send_backlog(2, 150)
+    send_backlog(3, 400)  # still firing: one event
+    send_backlog(4, 50)  # below the threshold but above the clear level: still firing
+    send_backlog(5, 3)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(AlertEvent.rule, AlertEvent.state).where(AlertEvent.rule == "send_backlog").order_by(AlertEvent.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [("send_backlog", "firing"), ("send_backlog", "resolved")]
+
+
+def test_gaps_given_up_become_a_payloads_lost_alert_that_resolves_after_an_hour(store, engine):
+    now = time.time()
+    send(store, "lossy", 0, [], now=now)
+    fired = store.payloads_lost([("lossy", 5, 9, "the device did not send them after 5 asks")], now)
+    assert [(e["rule"], e["state"]) for e in fired] == [("payloads_lost", "firing")]
+    assert store.payloads_lost([("lossy", 20, 20, "again")], now + 10) == [], "one alert, its count grows"
+    with engine.connect() as conn:
+        value, message = conn.execute(
+            select(AlertState.value, AlertState.message).where(AlertState.rule == "payloads_lost")
+        ).one()
+    assert value == 6
+    assert "6 payloads never arrived" in message
+    assert store.sweep_silent(now + 1800, factor=10**6) == []
+    resolved = store.sweep_silent(now + 3700, factor=10**6)
+    assert [(e["rule"], e["state"]) for e in resolved] == [("payloads_lost", "resolved")]

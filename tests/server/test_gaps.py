@@ -83,3 +83,17 @@ def test_gaps_found_out_of_order_are_split_in_log_time(engine):
     gaps.observe([P(2 * i + 1) for i in range(5000)], 0.0)
     assert gaps.open_gaps("dev-o") == []
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_gap_given_up_is_handed_to_the_collector_once(engine):
+    gaps = GapTracker(engine, resend_after=1.0, max_attempts=2)
+    store = Store(engine, gaps=gaps)
+    now = time.time()
+    for seq in (0, 1, 5):
+        store.write([msg("dev-g", seq)], now=now)
+    asks = [gaps.due(now + 10 * i) for i in range(1, 6)]
+    assert [[(g.first, g.last) for g in a] for a in asks if a] == [[(2, 4)], [(2, 4)]]
+    lost = gaps.take_lost()
+    assert [(g.device, g.first, g.last) for g, _why in lost] == [("dev-g", 2, 4)]
+    assert "2 asks" in lost[0][1]
+    assert gaps.take_lost() == []

@@ -31,6 +31,16 @@ EVENTS = Base.metadata.tables["alert_events"]
 DEVICES = Base.metadata.tables["devices"]
 
 SILENT_RULE = "device_silent"
+LOST_RULE = "payloads_lost"
+LOST_RESOLVE_S = 3600.0
+"""A ``payloads_lost`` alert resolves an hour after the last give-up (the loss is history, not a state)."""
+BACKLOG_RULE = "send_backlog"
+BACKLOG_CLEAR = 10
+"""A ``send_backlog`` alert resolves once the device holds at most this many payloads."""
+BACKLOG_DEFAULT = 100
+"""Payloads waiting on a device that raise ``send_backlog`` by default."""
+BACKLOG_KEY = "agent-transport-buffered"
+"""The device's own count of payloads waiting to be sent (its self-metrics)."""
 SILENT_MIN_S = 30.0
 """A device is never called silent sooner than this, however short its interval."""
 
@@ -137,6 +147,112 @@ def apply_transitions(
     return _events(conn, events, insert)
 
 
+def server_row(
+    device: str, rule: str, severity: str, since: int, now_ms: int, value: Any, message: str
+) -> dict[str, Any]:
+    """A row of ``alert_state`` for one of the server's own rules (key: the device)."""
+    return {
+        "device_id": device,
+        "fingerprint": fingerprint(rule, device),
+        "rule": rule,
+        "key": device,
+        "severity": severity,
+        "state": "firing",
+        "since": since,
+        "changed": now_ms,
+        "updated": now_ms,
+        "value": value,
+        "message": message,
+        "source": "server",
+    }
+
+
+def payloads_lost(
+    conn: Connection, lost: Sequence[tuple[str, int, int, str]], now_ms: int, insert: Callable[..., Any]
+) -> list[dict[str, Any]]:
+    """Fire (or extend) ``payloads_lost`` for gaps the server gave up on: (device, first, last, why)."""
+    by_device: dict[str, list[tuple[int, int, str]]] = {}
+    for device, first, last, why in lost:
+        by_device.setdefault(device, []).append((first, last, why))
+    current = {
+        r.device_id: dict(r._mapping)
+        for r in conn.execute(
+            select(STATE).where(STATE.c.rule == LOST_RULE, STATE.c.source == "server", STATE.c.device_id.in_(by_device))
+        )
+    }
+    rows, events = [], []
+    for device, gaps in by_device.items():
+        count = sum(last - first + 1 for first, last, _ in gaps)
+        first, last, why = gaps[-1]
+        old = current.get(device)
+        firing = old is not None and old["state"] == "firing"
+        total = count + (int(old["value"] or 0) if firing and old is not None else 0)
+        since = old["since"] if firing and old is not None else now_ms
+        row = server_row(
+            device,
+            LOST_RULE,
+            "warning",
+            since,
+            now_ms,
+            total,
+            f"{total} payloads never arrived (last: seq {first}..{last}, {why})",
+        )
+        rows.append(row)
+        if not firing:
+            events.append(_event(row, "firing", now_ms, now_ms))
+    _write(conn, rows, insert)
+    _events(conn, events, insert)
+    return events
+
+
+def backlog(
+    conn: Connection, payloads: Sequence[Accepted], threshold: int, now_ms: int, insert: Callable[..., Any]
+) -> int:
+    """``send_backlog``: the device holds ``threshold`` payloads or more it could not send; resolved at 10."""
+    newest: dict[str, Accepted] = {}
+    for p in payloads:
+        if BACKLOG_KEY in p.samples and (p.device_id not in newest or p.ts_ms > newest[p.device_id].ts_ms):
+            newest[p.device_id] = p
+    if threshold <= 0 or not newest:
+        return 0
+    current = {
+        r.device_id: dict(r._mapping)
+        for r in conn.execute(
+            select(STATE).where(STATE.c.rule == BACKLOG_RULE, STATE.c.source == "server", STATE.c.device_id.in_(newest))
+        )
+    }
+    rows, events = [], []
+    for device, p in newest.items():
+        held = p.samples[BACKLOG_KEY]
+        old = current.get(device)
+        firing = old is not None and old["state"] == "firing"
+        if held >= threshold and not firing:
+            row = server_row(
+                device,
+                BACKLOG_RULE,
+                "warning",
+                p.ts_ms,
+                now_ms,
+                held,
+                f"{held:.0f} payloads waiting to be sent on the device",
+            )
+            rows.append(row)
+            events.append(_event(row, "firing", now_ms, now_ms))
+        elif firing and held <= BACKLOG_CLEAR:
+            assert old is not None
+            old.update(
+                state="resolved",
+                changed=now_ms,
+                updated=now_ms,
+                value=held,
+                message=f"the device's backlog is down to {held:.0f}",
+            )
+            rows.append(old)
+            events.append(_event(old, "resolved", now_ms, now_ms))
+    _write(conn, rows, insert)
+    return _events(conn, events, insert)
+
+
 def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[..., Any]) -> list[dict[str, Any]]:
     """Fire ``device_silent`` for devices that stopped reporting, resolve it for those back; return the events."""
     rows = conn.execute(select(DEVICES.c.id, DEVICES.c.last_seen, DEVICES.c.interval)).all()
@@ -146,6 +262,17 @@ def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[
     }
     changed: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    for past in conn.execute(
+        select(STATE).where(
+            STATE.c.rule == LOST_RULE, STATE.c.state == "firing", STATE.c.changed < now_ms - LOST_RESOLVE_S * 1000
+        )
+    ):
+        row = dict(past._mapping)
+        row.update(
+            state="resolved", changed=now_ms, updated=now_ms, message=f"no payload lost for an hour ({row['message']})"
+        )
+        changed.append(row)
+        events.append(_event(row, "resolved", now_ms, now_ms))
     for device, last_seen, interval in rows:
         after_ms = int(max(SILENT_MIN_S, factor * interval) * 1000)
         silent = now_ms - last_seen > after_ms

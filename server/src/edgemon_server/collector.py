@@ -149,6 +149,7 @@ class Collector:
         self.mqtt3: Any = None
         self.config = config
         self.store = store
+        store.backlog_alert = config.server.backlog_alert
         self.gaps: GapTracker | None = store.gaps
         self.stats = CollectorStats()
         s = config.server
@@ -378,7 +379,13 @@ class Collector:
     def _ask_for_gaps(self) -> None:
         if self.gaps is None or not self.connected.is_set():
             return
-        for gap in self.gaps.due(time.time()):
+        due = self.gaps.due(time.time())
+        lost = [(g.device, g.first, g.last, why) for g, why in self.gaps.take_lost()]
+        for event in self.store.payloads_lost(lost, time.time()):
+            log.warning(
+                "payloads lost", extra={"device": event["device_id"], "rule": event["rule"], "reason": event["message"]}
+            )
+        for gap in due:
             topic = topics.command(gap.device, commands.RESEND)
             body = commands.encode_resend(gap.first, gap.last)
             if self.config.mqtt.protocol == "3.1.1":

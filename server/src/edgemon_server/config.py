@@ -53,6 +53,8 @@ class ServerSettings:
         cors_origins: origins allowed to call the API from a browser (comma-separated).
         rate_limit: per client address, Flask-Limiter syntax; empty: off.
         online_factor: a device is online if seen within this many of its intervals.
+        backlog_alert: a device that reports this many payloads waiting to be sent (its
+            ``agent.transport.buffered``) gets a ``send_backlog`` alert, resolved at 10 (0: off).
         silent_factor: a device that sent nothing for this many of its intervals (at least 30 s) gets a
             ``device_silent`` alert (critical), resolved when it reports again.
         dashboard_dir: the built dashboard to serve at ``/`` (default: the one in the package).
@@ -79,6 +81,7 @@ class ServerSettings:
     rate_limit: str = "600 per minute"
     online_factor: float = 3.0
     silent_factor: float = 5.0
+    backlog_alert: int = 100
     dashboard_dir: str = ""
     log_format: str = "text"
     log_level: str = "info"

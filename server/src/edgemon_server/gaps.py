@@ -53,6 +53,9 @@ VERIFY_BATCH = 50
 LOG_EVERY = 60.0
 """Seconds between two log lines about given-up gaps of one device."""
 
+LOST_KEEP = 10_000
+"""Given-up gaps waiting for the collector to turn them into alerts, at most (a flood is cut, not kept)."""
+
 
 class HasSeq(Protocol):
     """A stored payload as the tracker sees it."""
@@ -96,6 +99,7 @@ class GapTracker:
         self.max_asks_per_device = max_asks_per_device
         self.resets = 0
         self.given_up = 0
+        self._lost: list[tuple[Gap, str]] = []
         self._logged: dict[str, tuple[float, int]] = {}
         self._max: dict[str, int] = {}
         self._gaps: dict[str, list[Gap]] = defaultdict(list)  # sorted by first, not overlapping
@@ -156,9 +160,16 @@ class GapTracker:
         ]
         gaps[i : i + 1] = parts
 
+    def take_lost(self) -> list[tuple[Gap, str]]:
+        """The gaps given up since the last call, with why (the collector raises ``payloads_lost``)."""
+        lost, self._lost = self._lost, []
+        return lost
+
     def _give_up(self, gap: Gap, why: str) -> None:
         """Count it; log it at most once a minute per device (a device forging seqs must not flood the log)."""
         self.given_up += 1
+        if len(self._lost) < LOST_KEEP:
+            self._lost.append((gap, why))
         last, quiet = self._logged.get(gap.device, (-LOG_EVERY, 0))
         now = time.monotonic()
         if now - last < LOG_EVERY:

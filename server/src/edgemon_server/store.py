@@ -141,6 +141,8 @@ class Store:
         self._attrs: dict[str, dict[str, str]] = {}
         self._devices: set[str] = set()
         self._reject_logs: dict[str, tuple[float, int, int]] = {}
+        self.backlog_alert = alert_state.BACKLOG_DEFAULT
+        """Payloads waiting on a device that raise ``send_backlog`` (0: off; ``server.backlog_alert``)."""
 
     def write(self, messages: Sequence[Message], now: float | None = None) -> Result:
         """Validate and store ``messages`` in one transaction; returns the counts.
@@ -235,6 +237,7 @@ class Store:
                 result.duplicates = len(accepted) - len(new)
                 result.samples = self._samples(conn, new)
                 result.alert_events = alert_state.apply_payloads(conn, new, now_ms, self._insert)
+                result.alert_events += alert_state.backlog(conn, new, self.backlog_alert, now_ms, self._insert)
                 self._update_devices(conn, accepted, new, now_ms)
             for doc in described:
                 self._describe(conn, doc, now_ms)
@@ -275,6 +278,13 @@ class Store:
             conn.execute(META.insert().values(device_id=doc.device, **row))
         elif doc.ts >= old:
             conn.execute(META.update().where(META.c.device_id == doc.device).values(**row))
+
+    def payloads_lost(self, lost: list[tuple[str, int, int, str]], now: float) -> list[dict[str, Any]]:
+        """The server's ``payloads_lost`` alert for gaps given up (one transaction); the new events."""
+        if not lost:
+            return []
+        with self.engine.begin() as conn:
+            return alert_state.payloads_lost(conn, lost, round(now * 1000), self._insert)
 
     def sweep_silent(self, now: float, factor: float) -> list[dict[str, Any]]:
         """The server's own alert: ``device_silent`` fired or resolved (one transaction); the events."""
