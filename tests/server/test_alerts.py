@@ -180,3 +180,32 @@ def test_gaps_given_up_become_a_payloads_lost_alert_that_resolves_after_an_hour(
     assert store.sweep_silent(now + 1800, factor=10**6) == []
     resolved = store.sweep_silent(now + 3700, factor=10**6)
     assert [(e["rule"], e["state"]) for e in resolved] == [("payloads_lost", "resolved")]
+
+
+@pytest.mark.parametrize("backlog", [True, False], ids=["network-outage", "device-down"])
+def test_when_a_silent_device_returns_the_server_says_why_it_was_silent(store, engine, backlog):
+    t0 = time.time()
+
+    def write(seqs, now):
+        docs = [payload("gone", s, start=t0 - 10) for s in seqs]  # ts = t0 - 10 + seq
+        msgs = [Message("devices/gone/monitoring", json.dumps(d).encode(), now) for d in docs]
+        store.write(msgs, now=now)
+
+    write(range(10), t0)
+    assert [e["state"] for e in store.sweep_silent(t0 + 60, factor=5)] == ["firing"]
+    write([80], t0 + 70)  # back: its live payload first
+    assert [e["state"] for e in store.sweep_silent(t0 + 70, factor=5)] == ["resolved"]
+    if backlog:
+        write(range(10, 80), t0 + 75)  # what it collected while the network was down
+        store.sweep_silent(t0 + 80, factor=5)
+    else:
+        write([700], t0 + 660)  # alive since, but nothing exists for the silence
+        store.sweep_silent(t0 + 671, factor=5)
+    with engine.connect() as conn:
+        state = conn.execute(select(AlertState.message).where(AlertState.rule == "device_silent")).scalar_one()
+        event = conn.execute(
+            select(AlertEvent.message).where(AlertEvent.rule == "device_silent", AlertEvent.state == "resolved")
+        ).scalar_one()
+    expected = "network outage" if backlog else "down or rebooted"
+    assert expected in state
+    assert state == event

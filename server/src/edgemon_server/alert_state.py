@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, tuple_
+from sqlalchemy import Connection, and_, delete, func, select, tuple_, update
 
 from edgemon_protocol.alerting import fingerprint
 from edgemon_server.db import Base
@@ -29,6 +29,7 @@ from edgemon_server.validate import Accepted
 STATE = Base.metadata.tables["alert_state"]
 EVENTS = Base.metadata.tables["alert_events"]
 DEVICES = Base.metadata.tables["devices"]
+PAYLOADS = Base.metadata.tables["payloads"]
 
 SILENT_RULE = "device_silent"
 LOST_RULE = "payloads_lost"
@@ -303,13 +304,73 @@ def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[
                 changed=now_ms,
                 updated=now_ms,
                 value=None,
-                message=f"reporting again after {away:.0f} s without a payload",
+                message=f"{BACK} after {away:.0f} s without a payload",
             )
             changed.append(old)
             events.append(_event(old, "resolved", now_ms, now_ms))
     _write(conn, changed, insert)
     _events(conn, events, insert)
+    judge_silences(conn, now_ms, {device: interval for device, _seen, interval in rows})
     return events
+
+
+BACK = "reporting again"
+VERDICT_WAIT_S = 600.0
+"""How long after a device comes back its backlog may take to arrive before the silence is judged."""
+
+
+def judge_silences(conn: Connection, now_ms: int, intervals: dict[str, float]) -> None:
+    """Say why a device was silent, once its backlog had time to arrive.
+
+    If the payloads stored for the silent span cover it (90 %), the device kept collecting and its
+    buffer sent them later: a network outage. If they do not, ``VERDICT_WAIT_S`` after it came back,
+    the device itself was down or rebooted. The verdict replaces the message of the resolved alert and
+    of its ``resolved`` event.
+    """
+    rows = conn.execute(
+        select(STATE).where(
+            STATE.c.rule == SILENT_RULE,
+            STATE.c.state == "resolved",
+            STATE.c.changed > now_ms - 2 * VERDICT_WAIT_S * 1000,
+            STATE.c.message.startswith(BACK),
+        )
+    ).all()
+    for row in rows:
+        interval_ms = max(1.0, intervals.get(row.device_id, 10.0) * 1000)
+        span_ms = max(0, row.changed - row.since)
+        expected = max(1, round(span_ms / interval_ms) - 1)
+        count = conn.execute(
+            select(func.count())
+            .select_from(PAYLOADS)
+            .where(PAYLOADS.c.device_id == row.device_id, PAYLOADS.c.ts > row.since, PAYLOADS.c.ts < row.changed)
+        ).scalar_one()
+        if count >= 0.9 * expected:
+            verdict = (
+                f"network outage of {span_ms / 1000:.0f} s: the device kept collecting "
+                f"({count} of {expected} payloads for the silence arrived later)"
+            )
+        elif now_ms - row.changed >= VERDICT_WAIT_S * 1000:
+            verdict = (
+                f"the device was down or rebooted for about {span_ms / 1000:.0f} s "
+                f"(only {count} of {expected} payloads exist for the silence)"
+            )
+        else:
+            continue  # its backlog may still be arriving
+        conn.execute(
+            update(STATE)
+            .where(STATE.c.device_id == row.device_id, STATE.c.fingerprint == row.fingerprint)
+            .values(message=verdict)
+        )
+        conn.execute(
+            update(EVENTS)
+            .where(
+                EVENTS.c.device_id == row.device_id,
+                EVENTS.c.fingerprint == row.fingerprint,
+                EVENTS.c.state == "resolved",
+                EVENTS.c.at == row.changed,
+            )
+            .values(message=verdict)
+        )
 
 
 def silent_devices(conn: Connection, devices: Sequence[str] | None = None) -> set[str]:
