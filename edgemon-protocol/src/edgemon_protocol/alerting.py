@@ -340,7 +340,10 @@ class Engine:
     _keys: frozenset[str] = frozenset()
     _matches: dict[str, list[str]] = field(default_factory=dict)
     _paths: dict[str, list[str]] | None = None
-    _plan: dict[str, list[tuple[str, list[str], Machine]]] = field(default_factory=dict)
+    _hot: list[tuple[Threshold, float, float, list[tuple[list[str], Machine]], dict[str, Machine], set[str]]] = field(
+        default_factory=list
+    )
+    """Per rule, what the hot path needs: sign and signed limit, (path, machine) per key, machines, keys."""
     _cycles: int = 0
 
     def evaluate(self, now: float, flat: Mapping[str, Any]) -> list[Transition]:
@@ -367,32 +370,36 @@ class Engine:
             self._rematch(flat)
             self._keys = keys
             self._paths = {k: k.split("-") for keys in self._matches.values() for k in keys}
-            self._plan = {
-                r.name: [(k, self._paths[k], self._machine(r, k)) for k in self._matches.get(r.name, ())]
-                for r in self.rules
-            }
+            self._hot = []
+            for r in self.rules:
+                matched = self._matches.get(r.name, [])
+                plan = [(self._paths[k], self._machine(r, k)) for k in matched]
+                sign = 1.0 if r.above is not None else -1.0
+                mine = self.machines.setdefault(r.name, {})
+                self._hot.append((r, sign, sign * r.limit, plan, mine, set(matched)))
         return self._judge_paths(now, tree)
 
     def _judge_paths(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
-        """:meth:`_judge` with each value looked up along its path (the per-cycle hot path, kept flat)."""
-        assert self._paths is not None
+        """:meth:`_judge` with each value looked up along its path (the per-cycle hot path, kept flat).
+
+        A value still on the quiet side of its threshold while its alert is ok, the common case,
+        costs one lookup and one comparison; only the rest goes through the state machine.
+        """
         out: list[Transition] = []
-        for rule in self.rules:
-            mine = self.machines.setdefault(rule.name, {})
-            matched = self._matches.get(rule.name, ())
-            above = rule.above is not None
-            limit = rule.limit
-            for _key, path, machine in self._plan.get(rule.name, ()):
+        for rule, sign, limit, plan, mine, matched in self._hot:
+            for path, machine in plan:
                 node: Any = tree
                 try:
                     for level in path:
                         node = node[level]  # the agent's tree is plain dicts: no ABC checks here
                 except (KeyError, TypeError, IndexError):
                     node = None
-                number = float(node) if _number(node) else None
-                if number is not None and machine.state == "ok" and (number <= limit if above else number >= limit):
-                    machine.last_data, machine.value = now, number  # the common case: nothing to decide
+                kind = type(node)
+                if (kind is float or kind is int) and sign * node <= limit and machine.state == "ok":
+                    machine.last_data = now
+                    machine.value = node
                     continue
+                number = float(node) if _number(node) else None
                 out += machine.step(now, rule.observe(machine, number))
             if len(mine) > len(matched):  # keys that went away: no data
                 for key, machine in mine.items():
