@@ -170,6 +170,19 @@ export type GetDeviceAlertsResponse = {
   next_cursor: string | null;
 };
 
+/** GET /api/v1/silences */
+export type ListSilencesResponse = {
+  silences: ({
+    id: number;
+    matchers: Record<string, string>;
+    /** UTC, ISO 8601 with Z */
+    starts: string | null;
+    /** UTC, ISO 8601 with Z */
+    ends: string | null;
+    comment: string;
+  })[];
+};
+
 /** GET /api/v1/rejects */
 export type ListRejectsResponse = {
   rejects: Reject[];

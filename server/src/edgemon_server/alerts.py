@@ -110,3 +110,27 @@ def device_alerts(device: str) -> Response:
             "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
         }
     )
+
+
+@alerts.get("/silences")
+def silences() -> Response:
+    """Silences in force now (every one has an end)."""
+    import time  # noqa: PLC0415
+
+    from edgemon_server.notify import active_silences  # noqa: PLC0415
+
+    rows = active_silences(conn(), round(time.time() * 1000))
+    return jsonify(
+        {
+            "silences": [
+                {
+                    "id": r["id"],
+                    "matchers": r["matchers"],
+                    "starts": iso(r["starts"]),
+                    "ends": iso(r["ends"]),
+                    "comment": r["comment"],
+                }
+                for r in rows
+            ]
+        }
+    )

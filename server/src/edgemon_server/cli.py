@@ -23,6 +23,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from edgemon_server import __version__, migrations
 from edgemon_server.config import ServerConfig, api_token, load, split_bind
 from edgemon_server.db import make_engine
 from edgemon_server.gaps import GapTracker
+from edgemon_server.params import ApiError, iso, parse_time
 from edgemon_server.store import Store
 from edgemon_server.validate import Limits
 
@@ -75,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     col = certs_sub.add_parser("collector", help="issue another collector's certificate and allow it in the ACL")
     col.add_argument("name", help="edgemon-collector-<suffix>, e.g. edgemon-collector-2")
     col.add_argument("--dir", default="var/pki")
+    silence = sub.add_parser("silence", help="mute notifications of matching alerts until a time")
+    silence_sub = silence.add_subparsers(dest="silence_command", required=True)
+    add = silence_sub.add_parser("add", parents=[common], help="add a silence (it always ends)")
+    add.add_argument("--match", action="append", default=[], help="field=glob: device, rule, severity, key")
+    add.add_argument("--until", required=True, help="end: ISO 8601 (UTC without an offset) or epoch seconds")
+    add.add_argument("--comment", default="", help="why (shown next to the alerts it mutes)")
+    silence_sub.add_parser("list", parents=[common], help="silences in force")
+    expire = silence_sub.add_parser("expire", parents=[common], help="end a silence now")
+    expire.add_argument("id", type=int)
+    notify = sub.add_parser("notify", help="notifications")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    ntest = notify_sub.add_parser("test", parents=[common], help="send a test message to a receiver")
+    ntest.add_argument("receiver")
     return parser
 
 
@@ -143,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{migrations.current(engine) or 'empty'} (head: {migrations.head()})")
             return 0
         migrations.upgrade(engine)
+        if args.command == "silence":
+            return _silence(args, engine)
+        if args.command == "notify":
+            return _notify_test(config, args.receiver)
         if args.command == "collect":
             return _collect(config, engine)
         return _serve(config, engine, with_collector=args.command == "run", no_auth=args.no_auth)
@@ -152,6 +171,61 @@ def main(argv: list[str] | None = None) -> int:
     except SQLAlchemyError as exc:
         log.error("database error", extra={"reason": str(exc).splitlines()[0][:300]})
         return 1
+
+
+def _silence(args: argparse.Namespace, engine: Any) -> int:
+    from edgemon_server import notify  # noqa: PLC0415
+
+    now = time.time()
+    if args.silence_command == "add":
+        matchers = {}
+        for item in args.match:
+            name, sep, glob = item.partition("=")
+            if not sep or not glob:
+                print(f"edgemon-server: --match {item!r}: use field=glob, e.g. device=press-*", file=sys.stderr)
+                return 2
+            matchers[name.strip()] = glob.strip()
+        try:
+            until = parse_time(args.until, "until", round(now * 1000)) / 1000
+            silence_id = notify.add_silence(engine, matchers, until, args.comment, now)
+        except ApiError as exc:
+            print(f"edgemon-server: {exc.message}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"edgemon-server: {exc}", file=sys.stderr)
+            return 2
+        print(f"silence {silence_id} until {iso(round(until * 1000))}")
+        return 0
+    if args.silence_command == "expire":
+        if not notify.expire_silence(engine, args.id, now):
+            print(f"edgemon-server: no silence {args.id} in force", file=sys.stderr)
+            return 1
+        print(f"silence {args.id} expired")
+        return 0
+    with engine.connect() as conn:
+        for s in notify.active_silences(conn, round(now * 1000)):
+            match = " ".join(f"{k}={v}" for k, v in s["matchers"].items())
+            print(f"{s['id']:>5}  until {iso(s['ends'])}  {match}  {s['comment']}")
+    return 0
+
+
+def _notify_test(config: ServerConfig, receiver: str) -> int:
+    from edgemon_server import notify  # noqa: PLC0415
+
+    target = config.notify.receivers.get(receiver)
+    if target is None:
+        known = ", ".join(sorted(config.notify.receivers)) or "none configured"
+        print(f"edgemon-server: no receiver {receiver!r} ([[notify.receiver]]: {known})", file=sys.stderr)
+        return 2
+    try:
+        notify.deliver(target, notify.test_message(receiver))
+    except Exception as exc:  # noqa: BLE001 - the outcome is what the operator asked for
+        print(
+            f"edgemon-server: {receiver} ({target.kind}) did not take it: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 1
+    print(f"{receiver} ({target.kind}): delivered")
+    return 0
 
 
 def _serve(config: ServerConfig, engine: Any, with_collector: bool, no_auth: bool) -> int:

@@ -55,6 +55,7 @@ from edgemon_protocol.mqtt import (
 )
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
+from edgemon_server.notify import Notifier
 from edgemon_server.store import Message, Store
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Collector:
         self.config = config
         self.store = store
         store.backlog_alert = config.server.backlog_alert
+        self.notifier = Notifier(store.engine, config.notify)
         self.gaps: GapTracker | None = store.gaps
         self.stats = CollectorStats()
         s = config.server
@@ -403,6 +405,7 @@ class Collector:
     def start(self) -> None:
         """Start the writer and connect."""
         self._writer.start()
+        self.notifier.start()
         if self.config.mqtt.protocol == "3.1.1":
             threading.Thread(target=self._start_311, name="edgemon-mqtt311", daemon=True).start()
         else:
@@ -416,6 +419,7 @@ class Collector:
         """
         self._stop.set()
         self._writer.join(timeout)
+        self.notifier.stop()
         if self.stats.state != "failed":
             self.stats.state = "stopped"
         if self.config.mqtt.protocol == "3.1.1":

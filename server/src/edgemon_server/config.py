@@ -25,6 +25,8 @@ from typing import Any
 
 from edgemon_protocol.config import ConfigError, load_sections
 from edgemon_protocol.mqtt import MQTT_RANGES, REMOVED, MqttSettings, check_mqtt
+from edgemon_server import notify_config
+from edgemon_server.notify_config import NotifyConfig
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class ServerConfig:
 
     server: ServerSettings = field(default_factory=ServerSettings)
     mqtt: MqttSettings = field(default_factory=lambda: MqttSettings(endpoint=""))
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str | None = None
 
 
@@ -114,7 +117,7 @@ def load(
         ConfigError: naming the file, line and key.
     """
     env = os.environ if environ is None else environ
-    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS, removed=REMOVED)
+    parsed, raw, where = load_sections(path, env, overrides, SECTIONS, ENV_MAPS, extra=("notify",), removed=REMOVED)
     server: ServerSettings = parsed["server"]
     server_raw = raw.get("server", {})
 
@@ -143,7 +146,8 @@ def load(
         raise ConfigError(f"{at('rate_limit')}server.rate_limit: {server.rate_limit!r} is not like '600 per minute'")
     if "://" not in server.database_url:
         raise ConfigError(f"{at('database_url')}server.database_url: {server.database_url!r} is not a URL")
-    return ServerConfig(server=server, mqtt=parsed["mqtt"], source=where.source)
+    notify = notify_config.parse(raw.get("notify"), where, env)
+    return ServerConfig(server=server, mqtt=parsed["mqtt"], notify=notify, source=where.source)
 
 
 MIN_TOKEN = 16

@@ -20,6 +20,7 @@ Tables:
 - ``metric_meta``: each device's latest metric metadata document (units, kinds, headlines), as
   ``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order (first match wins).
 - ``alert_state`` / ``alert_events``: each device's alerts now, and every transition (stored once).
+- ``silences`` / ``notifications``: muted alerts (each with an end), and the delivery outbox.
 - ``collectors``: a heartbeat per running collector (its counters), so that
   ``/healthz`` of an API process shows the collectors of other processes.
 """
@@ -190,6 +191,45 @@ class AlertEvent(Base):
     value: Mapped[float | None] = mapped_column(Double)
     message: Mapped[str] = mapped_column(Text)
     received: Mapped[int] = mapped_column(BigInteger)
+
+
+class Silence(Base):
+    """A silence: alerts its ``matchers`` match are not notified between ``starts`` and ``ends``.
+
+    Matchers are globs on device, rule, severity, key (``{"device": "press-*", "rule": "disk_full"}``);
+    every silence ends.
+    """
+
+    __tablename__ = "silences"
+    __table_args__ = (Index("ix_silences_ends", "ends"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts: Mapped[int] = mapped_column(BigInteger)
+    ends: Mapped[int] = mapped_column(BigInteger)
+    comment: Mapped[str] = mapped_column(Text)
+    created: Mapped[int] = mapped_column(BigInteger)
+
+
+class Notification(Base):
+    """One alert event for one receiver: the outbox (exactly one row per event and receiver)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("event_id", "receiver", name="uq_notifications_event_receiver"),
+        Index("ix_notifications_due", "status", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(Integer)
+    receiver: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    """``pending`` (to send, at ``next_at``), ``sent``, ``silenced``, or ``failed`` (gave up)."""
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_at: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[int] = mapped_column(BigInteger)
+    sent_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class CollectorHeartbeat(Base):

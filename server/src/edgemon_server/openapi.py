@@ -227,6 +227,7 @@ OPERATIONS = {
     "/api/v1/rejects": "listRejects",
     "/api/v1/alerts": "listAlerts",
     "/api/v1/devices/{device}/alerts": "getDeviceAlerts",
+    "/api/v1/silences": "listSilences",
     "/api/v1/openapi.json": "getOpenapi",
     "/healthz": "getHealth",
 }
@@ -387,6 +388,27 @@ def _paths() -> dict[str, Any]:
                         ),
                         400,
                         404,
+                    ),
+                }
+            },
+            "/api/v1/silences": {
+                "get": {
+                    "summary": "Silences in force (alerts they match are not notified until their end)",
+                    "responses": _ok(
+                        _obj(
+                            ["silences"],
+                            silences={
+                                "type": "array",
+                                "items": _obj(
+                                    ["id", "matchers", "starts", "ends", "comment"],
+                                    id={"type": "integer"},
+                                    matchers={"type": "object", "additionalProperties": {"type": "string"}},
+                                    starts=TIME,
+                                    ends=TIME,
+                                    comment={"type": "string"},
+                                ),
+                            },
+                        )
                     ),
                 }
             },

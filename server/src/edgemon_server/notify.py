@@ -1,0 +1,326 @@
+"""Notifications: alert events to receivers, exactly once per (event, receiver), through an outbox.
+
+Flow::
+
+    alert_events --(enqueue: routes, silences)--> notifications (outbox row: pending | silenced)
+    notifications --(one sender thread per receiver: POST with a timeout, back-off)--> sent | failed
+
+The outbox is a table, so a restart neither loses nor repeats a notification: a row is ``pending``
+until its receiver answered 2xx, and the key of each send (``Idempotency-Key``, and ``id`` in the
+body) lets a receiver drop the one repeat a kill between its answer and our commit can cause. A
+receiver that is down, slow or answers 500 only delays its own rows (retried at 5 s, doubling to
+10 minutes, given up after a day); ingest and the other receivers go on. A silenced event is recorded
+as ``silenced``, not sent; every silence has an end. A device that is silent (``device_silent``
+firing) has its other alerts held back: the silence is the news, not its stale alerts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import Engine, func, select, update
+
+from edgemon_server import alert_state
+from edgemon_server.db import Base
+from edgemon_server.notify_config import NotifyConfig, Receiver
+
+log = logging.getLogger(__name__)
+
+EVENTS = Base.metadata.tables["alert_events"]
+OUTBOX = Base.metadata.tables["notifications"]
+SILENCES = Base.metadata.tables["silences"]
+STATE = Base.metadata.tables["alert_state"]
+
+RETRY_FIRST, RETRY_MAX, GIVE_UP_S = 5.0, 600.0, 86400.0
+"""Back-off of a failed send: 5 s, doubling, at most 10 minutes; given up after a day."""
+
+
+# -- silences -------------------------------------------------------------------------------
+
+
+def matches(matchers: Mapping[str, str], event: Mapping[str, Any]) -> bool:
+    """Every matcher's glob matches the event's field (device, rule, severity, key)."""
+    fields = {"device": event["device_id"], "rule": event["rule"], "severity": event["severity"], "key": event["key"]}
+    return all(fnmatch.fnmatchcase(str(fields.get(name, "")), glob) for name, glob in matchers.items())
+
+
+def add_silence(engine: Engine, matchers: Mapping[str, str], ends: float, comment: str, now: float) -> int:
+    """Store a silence; returns its id.
+
+    Raises:
+        ValueError: no matcher, an unknown field, or an end not in the future.
+    """
+    if not matchers:
+        raise ValueError("a silence needs at least one --match (it would mute everything)")
+    unknown = set(matchers) - {"device", "rule", "severity", "key"}
+    if unknown:
+        raise ValueError(f"unknown match field {sorted(unknown)[0]!r} (device, rule, severity, key)")
+    if ends <= now:
+        raise ValueError("--until must be in the future: every silence ends")
+    with engine.begin() as conn:
+        row = conn.execute(
+            SILENCES.insert().values(
+                matchers=dict(matchers),
+                starts=round(now * 1000),
+                ends=round(ends * 1000),
+                comment=comment,
+                created=round(now * 1000),
+            )
+        )
+        key = row.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def expire_silence(engine: Engine, silence_id: int, now: float) -> bool:
+    """End a silence now; ``False`` when there is no such active silence."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(SILENCES)
+            .where(SILENCES.c.id == silence_id, SILENCES.c.ends > round(now * 1000))
+            .values(ends=round(now * 1000))
+        )
+        return done.rowcount == 1
+
+
+def active_silences(conn: Any, now_ms: int) -> list[dict[str, Any]]:
+    """Silences in force now."""
+    rows = conn.execute(
+        select(SILENCES).where(SILENCES.c.starts <= now_ms, SILENCES.c.ends > now_ms).order_by(SILENCES.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+# -- the outbox -------------------------------------------------------------------------------
+
+
+class Notifier:
+    """Enqueues new alert events and sends the outbox; :meth:`start` and :meth:`stop` it."""
+
+    def __init__(self, engine: Engine, config: NotifyConfig, clock: Callable[[], float] = time.time) -> None:
+        """Nothing runs until :meth:`start` (tests call :meth:`enqueue` and :meth:`send_due` themselves)."""
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.sent = 0
+        self.failed = 0
+
+    # enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self) -> int:
+        """Turn alert events not yet considered into outbox rows; returns how many rows were added."""
+        if not self.config.routes:
+            return 0
+        now_ms = round(self.clock() * 1000)
+        with self.engine.begin() as conn:
+            done = conn.execute(select(func.max(OUTBOX.c.event_id))).scalar() or 0
+            events = [
+                dict(r._mapping)
+                for r in conn.execute(select(EVENTS).where(EVENTS.c.id > done).order_by(EVENTS.c.id).limit(5000))
+            ]
+            if not events:
+                return 0
+            silences = active_silences(conn, now_ms)
+            silent = alert_state.silent_devices(conn, sorted({e["device_id"] for e in events}))
+            rows = []
+            for event in events:
+                for receiver in self._receivers_for(event):
+                    muted = any(matches(s["matchers"], event) for s in silences) or (
+                        event["device_id"] in silent and event["rule"] != alert_state.SILENT_RULE
+                    )
+                    rows.append(
+                        {
+                            "event_id": event["id"],
+                            "receiver": receiver,
+                            "status": "silenced" if muted else "pending",
+                            "attempts": 0,
+                            "next_at": now_ms,
+                            "created": now_ms,
+                        }
+                    )
+                if not rows or rows[-1]["event_id"] != event["id"]:
+                    # No route wants it: a placeholder keeps the cursor (max event_id) moving.
+                    rows.append(
+                        {
+                            "event_id": event["id"],
+                            "receiver": "",
+                            "status": "unrouted",
+                            "attempts": 0,
+                            "next_at": now_ms,
+                            "created": now_ms,
+                        }
+                    )
+            conn.execute(OUTBOX.insert(), rows)
+        return sum(1 for r in rows if r["status"] == "pending")
+
+    def _receivers_for(self, event: Mapping[str, Any]) -> list[str]:
+        out: list[str] = []
+        for route in self.config.routes:
+            if event["state"] == "resolved" and not route.send_resolved:
+                continue
+            if matches(route.match, event):
+                out += [r for r in route.receivers if r not in out]
+        return out
+
+    # send -----------------------------------------------------------------------------------
+
+    def send_due(self, receiver: str) -> int:
+        """Send this receiver's due rows, oldest first; returns how many were delivered."""
+        target = self.config.receivers[receiver]
+        now = self.clock()
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                select(OUTBOX, EVENTS)
+                .join(EVENTS, EVENTS.c.id == OUTBOX.c.event_id)
+                .where(
+                    OUTBOX.c.receiver == receiver, OUTBOX.c.status == "pending", OUTBOX.c.next_at <= round(now * 1000)
+                )
+                .order_by(OUTBOX.c.id)
+                .limit(100)
+            ).all()
+        delivered = 0
+        for row in due:
+            note = dict(row._mapping)
+            outbox_id = note["id"]
+            try:
+                deliver(target, message(note, outbox_id))
+            except Exception as exc:  # noqa: BLE001 - whatever the receiver does, its row is retried
+                self._failed(note, outbox_id, f"{type(exc).__name__}: {exc}"[:500], now)
+                break  # keep the order: this receiver's later rows wait for this one
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == outbox_id)
+                    .values(status="sent", sent_at=round(self.clock() * 1000), attempts=note["attempts"] + 1)
+                )
+            delivered += 1
+            self.sent += 1
+        return delivered
+
+    def _failed(self, note: Mapping[str, Any], outbox_id: int, reason: str, now: float) -> None:
+        attempts = note["attempts"] + 1
+        give_up = now * 1000 - note["created"] > GIVE_UP_S * 1000
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempts - 1))
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == outbox_id)
+                .values(
+                    status="failed" if give_up else "pending",
+                    attempts=attempts,
+                    next_at=round((now + delay) * 1000),
+                    last_error=reason,
+                )
+            )
+        self.failed += 1
+        level = logging.ERROR if give_up or attempts == 1 else logging.DEBUG
+        log.log(
+            level,
+            "notification given up" if give_up else "notification not delivered; retrying with back-off",
+            extra={"device": note["device_id"], "rule": note["rule"], "reason": f"{note['receiver']}: {reason}"},
+        )
+
+    # threads --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """One enqueue thread, and one sender thread per receiver (a slow one delays only itself)."""
+        if not self.config.routes:
+            return
+        self._threads = [threading.Thread(target=self._loop, args=(None,), name="edgemon-notify", daemon=True)]
+        self._threads += [
+            threading.Thread(target=self._loop, args=(name,), name=f"edgemon-notify-{name}", daemon=True)
+            for name in self.config.receivers
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, receiver: str | None) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.enqueue() if receiver is None else self.send_due(receiver)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup: the next second tries again
+                log.warning("notifications: will retry", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
+
+    def stop(self) -> None:
+        """Stop the threads (a send in flight finishes within its timeout)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+
+# -- receivers ---------------------------------------------------------------------------------
+
+
+def message(note: Mapping[str, Any], key: int | str) -> dict[str, Any]:
+    """The generic JSON body (documented in DESIGN.md): what happened, where, when, and a key."""
+    return {
+        "id": str(key),
+        "device": note["device_id"],
+        "rule": note["rule"],
+        "key": note["key"],
+        "severity": note["severity"],
+        "state": note["state"],
+        "at": alert_state_time(note["at"]),
+        "value": note["value"],
+        "message": note["message"],
+    }
+
+
+def alert_state_time(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC."""
+    from edgemon_protocol.payload import utc_timestamp  # noqa: PLC0415
+
+    return utc_timestamp(ms / 1000)
+
+
+def text(body: Mapping[str, Any]) -> str:
+    """One line for people (Slack, ntfy)."""
+    icon = {"resolved": "resolved", "firing": "FIRING"}.get(body["state"], body["state"])
+    return f"[{icon} {body['severity']}] {body['device']}: {body['rule']} on {body['key']}: {body['message']}"
+
+
+def deliver(receiver: Receiver, body: Mapping[str, Any]) -> None:
+    """Send one notification; raise on anything but a 2xx answer within the timeout."""
+    headers = {"Idempotency-Key": str(body["id"]), "User-Agent": "edgemon-server"}
+    if receiver.kind == "slack":
+        data = json.dumps({"text": text(body)}).encode()
+        url, headers["Content-Type"] = receiver.url, "application/json"
+    elif receiver.kind == "ntfy":
+        parts = urlsplit(receiver.url)
+        url = urlunsplit(("https" if parts.scheme == "ntfys" else "http", parts.netloc, parts.path, "", ""))
+        data = text(body).encode()
+        headers["Title"] = f"edgemon: {body['rule']} {body['state']}"
+        headers["Priority"] = {"critical": "5", "warning": "4"}.get(str(body["severity"]), "3")
+    else:
+        data = json.dumps(body).encode()
+        url, headers["Content-Type"] = receiver.url, "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=receiver.timeout) as response:
+        if not 200 <= response.status < 300:
+            raise OSError(f"HTTP {response.status}")
+
+
+def test_message(receiver: str) -> dict[str, Any]:
+    """The body ``edgemon-server notify test`` sends."""
+    return {
+        "id": f"test-{int(time.time())}",
+        "device": "edgemon-server",
+        "rule": "notify_test",
+        "key": receiver,
+        "severity": "info",
+        "state": "firing",
+        "at": alert_state_time(round(time.time() * 1000)),
+        "value": None,
+        "message": f"a test message to receiver {receiver!r}",
+    }

@@ -1,0 +1,167 @@
+"""``[notify]`` in the server's TOML: receivers and the routes that choose them.
+
+::
+
+    [[notify.receiver]]
+    name = "ops"
+    url_env = "EDGEMON_OPS_WEBHOOK"       # or url = "...", url_file = "..."
+
+    [[notify.route]]
+    match = { severity = "critical" }     # on device, rule, severity, key (globs)
+    receivers = ["ops"]
+    send_resolved = true
+
+A receiver's kind comes from its URL: ``https://hooks.slack.com/...`` is a Slack incoming webhook,
+``ntfy://host/topic`` (or ``ntfys://``) an ntfy topic, any other ``http(s)://`` a generic JSON
+webhook. Secrets come from a file or a variable; a URL written in the file itself is accepted for
+local receivers only (``localhost``, ``127.0.0.1``). Every error names the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgemon_protocol.config import ConfigError, Where
+from edgemon_protocol.ids import RULE_RE
+
+MATCH_FIELDS = ("device", "rule", "severity", "key")
+KINDS = ("webhook", "slack", "ntfy")
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Where notifications go."""
+
+    name: str
+    url: str = field(repr=False)
+    kind: str = "webhook"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which alerts go to which receivers (every matching route applies)."""
+
+    match: Mapping[str, str]
+    receivers: tuple[str, ...]
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """The ``[notify]`` section."""
+
+    receivers: Mapping[str, Receiver] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+
+
+def kind_of(url: str) -> str:
+    """The receiver kind a URL means (see the module docstring)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("ntfy", "ntfys"):
+        return "ntfy"
+    if parts.hostname == "hooks.slack.com":
+        return "slack"
+    return "webhook"
+
+
+def parse(raw: Any, where: Where, environ: Mapping[str, str] | None = None) -> NotifyConfig:
+    """Read ``[notify]``.
+
+    Raises:
+        ConfigError: naming the file, line and key.
+    """
+    if raw is None:
+        return NotifyConfig()
+    env = os.environ if environ is None else environ
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.at('notify', None)}[notify] must be a table")
+    for key in raw:
+        if key not in ("receiver", "route"):
+            raise ConfigError(f"{where.at('notify', key)}unknown key notify.{key} (known: receiver, route)")
+    receivers: dict[str, Receiver] = {}
+    for i, table in enumerate(_tables(raw, "receiver", where)):
+        receiver = _receiver(table, i, where, env)
+        if receiver.name in receivers:
+            raise ConfigError(f"{where.at_table('notify.receiver', i, 'name')}notify.receiver: {receiver.name!r} twice")
+        receivers[receiver.name] = receiver
+    routes = tuple(_route(t, i, where, receivers) for i, t in enumerate(_tables(raw, "route", where)))
+    return NotifyConfig(receivers, routes)
+
+
+def _tables(raw: Mapping[str, Any], name: str, where: Where) -> list[dict[str, Any]]:
+    tables = raw.get(name, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where.at('notify', name)}notify.{name}: use [[notify.{name}]] tables")
+    return tables
+
+
+def _receiver(table: Mapping[str, Any], i: int, where: Where, env: Mapping[str, str]) -> Receiver:
+    def at(key: str | None) -> str:
+        return where.at_table("notify.receiver", i, key if key in table else None)
+
+    known = {"name", "url", "url_env", "url_file", "timeout"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{at(key)}unknown key notify.receiver.{key} (known: {', '.join(sorted(known))})")
+    name = table.get("name")
+    if not isinstance(name, str) or not RULE_RE.fullmatch(name):
+        raise ConfigError(f"{at('name')}notify.receiver.name: lower-case letters, digits, _ and . are required")
+    given = [k for k in ("url", "url_env", "url_file") if k in table]
+    if len(given) != 1:
+        raise ConfigError(f"{at(None)}notify.receiver {name!r}: give exactly one of url, url_env, url_file")
+    source = given[0]
+    value = table[source]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{at(source)}notify.receiver.{source}: expected a string")
+    if source == "url_env":
+        if value not in env:
+            raise ConfigError(f"{at(source)}notify.receiver {name!r}: variable {value} is not set")
+        url = env[value].strip()
+    elif source == "url_file":
+        try:
+            url = Path(value).read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"{at(source)}notify.receiver {name!r}: cannot read a URL from {value}: {exc}") from None
+    else:
+        url = value
+        host = urlsplit(url).hostname or ""
+        if host not in ("localhost", "127.0.0.1", "::1"):
+            raise ConfigError(
+                f"{at(source)}notify.receiver {name!r}: a URL with a secret in it belongs in url_env or url_file "
+                "(url is for a local receiver only)"
+            )
+    if urlsplit(url).scheme not in ("http", "https", "ntfy", "ntfys"):
+        raise ConfigError(f"{at(source)}notify.receiver {name!r}: the URL must be http(s):// or ntfy(s)://")
+    timeout = table.get("timeout", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 120:
+        raise ConfigError(f"{at('timeout')}notify.receiver.timeout: seconds between 0.1 and 120")
+    return Receiver(name, url, kind_of(url), float(timeout))
+
+
+def _route(table: Mapping[str, Any], i: int, where: Where, receivers: Mapping[str, Receiver]) -> Route:
+    def at(key: str | None) -> str:
+        return where.at_table("notify.route", i, key if key in table else None)
+
+    known = {"match", "receivers", "send_resolved"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{at(key)}unknown key notify.route.{key} (known: {', '.join(sorted(known))})")
+    match = table.get("match", {})
+    if not isinstance(match, dict) or not all(k in MATCH_FIELDS and isinstance(v, str) for k, v in match.items()):
+        raise ConfigError(f'{at("match")}notify.route.match: a table of {", ".join(MATCH_FIELDS)} = "glob"')
+    names = table.get("receivers")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{at('receivers')}notify.route.receivers: a list of receiver names is required")
+    for n in names:
+        if n not in receivers:
+            raise ConfigError(f"{at('receivers')}notify.route: no receiver named {n!r}")
+    send_resolved = table.get("send_resolved", True)
+    if not isinstance(send_resolved, bool):
+        raise ConfigError(f"{at('send_resolved')}notify.route.send_resolved: true or false")
+    return Route(dict(match), tuple(names), send_resolved)

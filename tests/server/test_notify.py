@@ -1,0 +1,222 @@
+"""Notifications: a local HTTP receiver, routes, silences, retries, exactly once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from edgemon_protocol.alerting import fingerprint
+from edgemon_protocol.config import ConfigError, Where
+from edgemon_protocol.payload import utc_timestamp
+from edgemon_server import notify, notify_config
+from edgemon_server.db import Notification
+from edgemon_server.notify_config import NotifyConfig, Receiver, Route
+from edgemon_server.store import Message, Store
+from tests.fleet import payload
+
+
+class Receiver_:  # noqa: N801 - a test double of a receiver
+    """An HTTP server that records what it is sent and answers with ``status``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.status == 200:
+                    outer.bodies.append(json.loads(data))
+                    outer.keys.append(self.headers["Idempotency-Key"])
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver_()
+    yield r
+    r.close()
+
+
+def fire(store: Store, device: str, seq: int, alerts: list[dict[str, Any]], now: float) -> None:
+    doc = payload(device, seq, start=now - seq)
+    doc["alerts"] = alerts
+    store.write([Message(f"devices/{device}/monitoring", json.dumps(doc).encode(), now)], now=now)
+
+
+def alert(rule: str, key: str, severity: str, at: float) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "severity": severity,
+        "message": f"{key} too high",
+        "key": key,
+        "state": "firing",
+        "since": utc_timestamp(at),
+        "changed": utc_timestamp(at),
+        "fingerprint": fingerprint(rule, key),
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def notifier(engine, receiver, clock, **route: Any) -> notify.Notifier:
+    config = NotifyConfig(
+        {"ops": Receiver("ops", receiver.url)},
+        (Route(route.get("match", {"severity": "critical"}), ("ops",), route.get("send_resolved", True)),),
+    )
+    return notify.Notifier(engine, config, clock)
+
+
+def test_firing_then_resolved_each_delivered_once_with_a_key(store, engine, receiver):
+    clock = Clock()
+    n = notifier(engine, receiver, clock)
+    fire(store, "d1", 1, [alert("disk_full", "disk-a", "critical", clock.t - 1)], clock.t)
+    fire(store, "d1", 2, [alert("cpu_high", "cpu-percent", "warning", clock.t)], clock.t + 1)  # not routed
+    fire(store, "d1", 3, [], clock.t + 2)
+    assert n.enqueue() == 2
+    assert n.send_due("ops") == 2
+    assert n.enqueue() == 0
+    assert n.send_due("ops") == 0, "nothing is sent twice"
+    assert [(b["rule"], b["state"], b["device"]) for b in receiver.bodies] == [
+        ("disk_full", "firing", "d1"),
+        ("disk_full", "resolved", "d1"),
+    ]
+    assert len(set(receiver.keys)) == 2
+    assert receiver.keys == [b["id"] for b in receiver.bodies]
+
+
+def test_a_failing_receiver_is_retried_with_back_off_and_loses_nothing(store, engine, receiver):
+    clock = Clock()
+    n = notifier(engine, receiver, clock)
+    receiver.status = 500
+    fire(store, "d2", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    n.enqueue()
+    assert n.send_due("ops") == 0
+    assert n.send_due("ops") == 0, "not before its back-off"
+    receiver.status = 200
+    clock.t += 4
+    assert n.send_due("ops") == 0
+    clock.t += 2  # 5 s after the first try
+    assert n.send_due("ops") == 1
+    assert [b["rule"] for b in receiver.bodies] == ["disk_full"]
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Notification.status, Notification.attempts).where(Notification.receiver == "ops")
+        ).one()
+    assert tuple(row) == ("sent", 2)
+
+
+def test_silenced_until_expiry_then_notified(store, engine, receiver):
+    clock = Clock()
+    n = notifier(engine, receiver, clock)
+    silence = notify.add_silence(engine, {"device": "press-*", "rule": "disk_full"}, clock.t + 60, "disk swap", clock.t)
+    fire(store, "press-1", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    fire(store, "other", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    n.enqueue()
+    n.send_due("ops")
+    assert [b["device"] for b in receiver.bodies] == ["other"], "the silence mutes press-1 only"
+    clock.t += 61  # the silence ended
+    fire(store, "press-1", 2, [], clock.t)
+    n.enqueue()
+    n.send_due("ops")
+    assert [(b["device"], b["state"]) for b in receiver.bodies] == [("other", "firing"), ("press-1", "resolved")]
+    with pytest.raises(ValueError, match="ends"):
+        notify.add_silence(engine, {"device": "x"}, clock.t - 1, "", clock.t)
+    with pytest.raises(ValueError, match="at least one"):
+        notify.add_silence(engine, {}, clock.t + 10, "", clock.t)
+    assert notify.expire_silence(engine, silence, clock.t) is False, "already over"
+
+
+def test_a_silent_devices_other_alerts_are_held_back(store, engine, receiver):
+    clock = Clock()
+    n = notifier(engine, receiver, clock, match={})
+    fire(store, "quiet", 1, [], clock.t - 120)
+    store.sweep_silent(clock.t, factor=5)
+    fire(store, "quiet", 0, [alert("disk_full", "disk-a", "critical", clock.t - 121)], clock.t - 121)  # late, old
+    n.enqueue()
+    n.send_due("ops")
+    assert [b["rule"] for b in receiver.bodies] == ["device_silent"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "reason"),
+    [
+        ('[[notify.receiver]]\nname = "ops"\nurl = "https://hooks.slack.com/services/SECRET"\n', "url_env or url_file"),
+        ('[[notify.receiver]]\nname = "ops"\nurl_env = "NOPE"\n', "NOPE is not set"),
+        (
+            '[[notify.receiver]]\nname = "ops"\nurl = "http://localhost/x"\n\n[[notify.route]]\nreceivers = ["dev"]\n',
+            "no receiver named 'dev'",
+        ),
+        ('[[notify.receiver]]\nname = "ops"\nurl = "ftp://localhost/x"\n', "http(s)://"),
+        ("[notify]\nloud = 1\n", "unknown key notify.loud"),
+    ],
+)
+def test_bad_notify_config_says_where_and_why(tmp_path, toml, reason):
+    import tomllib
+
+    path = tmp_path / "server.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=r"server\.toml:") as err:
+        notify_config.parse(tomllib.loads(toml).get("notify"), Where(str(path), toml), environ={})
+    assert reason in str(err.value)
+
+
+def test_receiver_kinds_from_their_urls():
+    assert notify_config.kind_of("https://hooks.slack.com/services/T/B/X") == "slack"
+    assert notify_config.kind_of("ntfys://ntfy.sh/edgemon") == "ntfy"
+    assert notify_config.kind_of("https://example.net/hook") == "webhook"
+
+
+def test_cli_silences_and_notify_test(tmp_path, receiver, sqlite_url):
+    from edgemon_server import cli
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(
+        f'[server]\ndatabase_url = "{sqlite_url}"\n\n[[notify.receiver]]\nname = "ops"\nurl = "{receiver.url}"\n'
+    )
+    assert cli.main(["notify", "test", "ops", "-c", str(cfg)]) == 0
+    assert receiver.bodies[0]["rule"] == "notify_test"
+    assert cli.main(["notify", "test", "nobody", "-c", str(cfg)]) == 2
+    until = utc_timestamp(time.time() + 3600)
+    assert cli.main(["silence", "add", "--match", "device=press-*", "--until", until, "-c", str(cfg)]) == 0
+    assert cli.main(["silence", "add", "--match", "colour=red", "--until", until, "-c", str(cfg)]) == 2
+    assert cli.main(["silence", "add", "--until", until, "-c", str(cfg)]) == 2
+    assert cli.main(["silence", "expire", "1", "-c", str(cfg)]) == 0
+    assert cli.main(["silence", "expire", "1", "-c", str(cfg)]) == 1
+
+
+def test_silences_are_listed_in_the_api(engine):
+    from edgemon_server.api import ApiSettings, create_app
+
+    now = time.time()
+    notify.add_silence(engine, {"device": "press-*"}, now + 600, "disk swap", now)
+    client = create_app(engine, ApiSettings(rate_limit="")).test_client()
+    (silence,) = client.get("/api/v1/silences").get_json()["silences"]
+    assert silence["matchers"] == {"device": "press-*"}
+    assert silence["comment"] == "disk swap"
