@@ -220,3 +220,15 @@ def test_silences_are_listed_in_the_api(engine):
     (silence,) = client.get("/api/v1/silences").get_json()["silences"]
     assert silence["matchers"] == {"device": "press-*"}
     assert silence["comment"] == "disk swap"
+
+
+def test_two_notifiers_on_one_database_send_each_notification_once(store, engine, receiver):
+    clock = Clock()
+    a, b = notifier(engine, receiver, clock), notifier(engine, receiver, clock)
+    for i in range(5):
+        fire(store, f"dev{i}", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    a.enqueue()
+    b.enqueue()
+    a.send_due("ops")
+    b.send_due("ops")
+    assert sorted(x["device"] for x in receiver.bodies) == [f"dev{i}" for i in range(5)]

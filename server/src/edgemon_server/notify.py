@@ -6,6 +6,7 @@ Flow::
     notifications --(one sender thread per receiver: POST with a timeout, back-off)--> sent | failed
 
 The outbox is a table, so a restart neither loses nor repeats a notification: a row is ``pending``
+(or ``sending``, claimed by one sender for the length of a lease: two collectors never send it both)
 until its receiver answered 2xx, and the key of each send (``Idempotency-Key``, and ``id`` in the
 body) lets a receiver drop the one repeat a kill between its answer and our commit can cause. A
 receiver that is down, slow or answers 500 only delays its own rows (retried at 5 s, doubling to
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from edgemon_server import alert_state
 from edgemon_server.db import Base
@@ -161,7 +163,9 @@ class Notifier:
                             "created": now_ms,
                         }
                     )
-            conn.execute(OUTBOX.insert(), rows)
+            # Another collector's notifier may have queued the same events: each (event, receiver) once.
+            insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            conn.execute(insert(OUTBOX).on_conflict_do_nothing(), rows)
         return sum(1 for r in rows if r["status"] == "pending")
 
     def _receivers_for(self, event: Mapping[str, Any]) -> list[str]:
@@ -184,7 +188,9 @@ class Notifier:
                 select(OUTBOX, EVENTS)
                 .join(EVENTS, EVENTS.c.id == OUTBOX.c.event_id)
                 .where(
-                    OUTBOX.c.receiver == receiver, OUTBOX.c.status == "pending", OUTBOX.c.next_at <= round(now * 1000)
+                    OUTBOX.c.receiver == receiver,
+                    OUTBOX.c.status.in_(("pending", "sending")),  # "sending" past its lease: its sender died
+                    OUTBOX.c.next_at <= round(now * 1000),
                 )
                 .order_by(OUTBOX.c.id)
                 .limit(100)
@@ -193,6 +199,8 @@ class Notifier:
         for row in due:
             note = dict(row._mapping)
             outbox_id = note["id"]
+            if not self._claim(note, target, now):
+                continue  # another notifier (a second collector) has it
             try:
                 deliver(target, message(note, outbox_id))
             except Exception as exc:  # noqa: BLE001 - whatever the receiver does, its row is retried
@@ -207,6 +215,19 @@ class Notifier:
             delivered += 1
             self.sent += 1
         return delivered
+
+    def _claim(self, note: Mapping[str, Any], target: Receiver, now: float) -> bool:
+        """Take a row for one send: it becomes ``sending`` with a lease past the receiver's timeout."""
+        lease = round((now + target.timeout + 30) * 1000)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(OUTBOX)
+                .where(
+                    OUTBOX.c.id == note["id"], OUTBOX.c.status == note["status"], OUTBOX.c.next_at == note["next_at"]
+                )
+                .values(status="sending", next_at=lease)
+            )
+        return done.rowcount == 1
 
     def _failed(self, note: Mapping[str, Any], outbox_id: int, reason: str, now: float) -> None:
         attempts = note["attempts"] + 1
