@@ -232,3 +232,53 @@ def test_two_notifiers_on_one_database_send_each_notification_once(store, engine
     a.send_due("ops")
     b.send_due("ops")
     assert sorted(x["device"] for x in receiver.bodies) == [f"dev{i}" for i in range(5)]
+
+
+def test_an_outage_of_twenty_transitions_is_one_digest(store, engine, receiver):
+    clock = Clock()
+    n = notifier(engine, receiver, clock, match={})
+    start = clock.t - 3600  # they happened an hour ago: the device's backlog arrives now
+    for i in range(10):  # fire and resolve ten times: 20 transitions
+        fire(store, "offline", 2 * i, [alert("disk_full", "disk-a", "critical", start + 60 * i)], start + 60 * i)
+        fire(store, "offline", 2 * i + 1, [], start + 60 * i + 30)
+    # (the level path skips payloads older than the newest; here each arrives in order, as live ones)
+    n.enqueue()
+    assert n.send_due("ops") == 0, "late transitions are not sent one by one"
+    assert n.send_digests("ops") == 0, "not while the backlog is still arriving"
+    clock.t += 31
+    assert n.send_digests("ops") == 1
+    (body,) = receiver.bodies
+    assert body["state"] == "digest"
+    assert len(body["transitions"]) == 20
+    assert body["message"].startswith("while offline: 10 fired, 10 resolved")
+    assert n.send_digests("ops") == 0, "sent once"
+
+
+def test_routes_are_muted_inside_their_time_interval():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    raw = {
+        "receiver": [{"name": "ops", "url": "http://localhost/x"}],
+        "route": [{"receivers": ["ops"], "mute_time_intervals": ["nightly"]}],
+        "time_interval": [
+            {
+                "name": "nightly",
+                "weekdays": ["monday:friday"],
+                "times": [{"start": "01:00", "end": "02:00"}],
+                "location": "Europe/Berlin",
+            }
+        ],
+    }
+    config = notify_config.parse(raw, Where(None, ""), environ={})
+    nightly = config.time_intervals["nightly"]
+    berlin = ZoneInfo("Europe/Berlin")
+    assert nightly.contains(datetime(2026, 12, 1, 1, 30, tzinfo=berlin).timestamp())  # a Tuesday
+    assert not nightly.contains(datetime(2026, 12, 1, 2, 0, tzinfo=berlin).timestamp()), "the end is excluded"
+    assert not nightly.contains(datetime(2026, 12, 6, 1, 30, tzinfo=berlin).timestamp()), "a Sunday"
+    n = notify.Notifier(None, config)  # type: ignore[arg-type]
+    event = {"device_id": "d", "rule": "r", "severity": "critical", "key": "k", "state": "firing"}
+    assert n._receivers_for(event, datetime(2026, 12, 1, 1, 30, tzinfo=berlin).timestamp()) == [("ops", True)]
+    assert n._receivers_for(event, datetime(2026, 12, 1, 12, 0, tzinfo=berlin).timestamp()) == [("ops", False)]
+    with pytest.raises(ConfigError, match="not a day"):
+        notify_config.parse({**raw, "time_interval": [{"name": "x", "weekdays": ["funday"]}]}, Where(None, ""), {})

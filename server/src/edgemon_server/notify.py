@@ -42,6 +42,9 @@ OUTBOX = Base.metadata.tables["notifications"]
 SILENCES = Base.metadata.tables["silences"]
 STATE = Base.metadata.tables["alert_state"]
 
+DIGEST_QUIET_S = 30.0
+"""A device's late transitions go out as a digest once none arrived for this long (its backlog is in)."""
+
 RETRY_FIRST, RETRY_MAX, GIVE_UP_S = 5.0, 600.0, 86400.0
 """Back-off of a failed send: 5 s, doubling, at most 10 minutes; given up after a day."""
 
@@ -136,16 +139,19 @@ class Notifier:
             silences = active_silences(conn, now_ms)
             silent = alert_state.silent_devices(conn, sorted({e["device_id"] for e in events}))
             rows = []
+            now = now_ms / 1000
             for event in events:
-                for receiver in self._receivers_for(event):
-                    muted = any(matches(s["matchers"], event) for s in silences) or (
+                late = now_ms - event["at"] > self.config.late_after * 1000
+                for receiver, muted_now in self._receivers_for(event, now):
+                    silenced = any(matches(s["matchers"], event) for s in silences) or (
                         event["device_id"] in silent and event["rule"] != alert_state.SILENT_RULE
                     )
+                    status = "silenced" if silenced else "muted" if muted_now else "digest" if late else "pending"
                     rows.append(
                         {
                             "event_id": event["id"],
                             "receiver": receiver,
-                            "status": "silenced" if muted else "pending",
+                            "status": status,
                             "attempts": 0,
                             "next_at": now_ms,
                             "created": now_ms,
@@ -168,14 +174,17 @@ class Notifier:
             conn.execute(insert(OUTBOX).on_conflict_do_nothing(), rows)
         return sum(1 for r in rows if r["status"] == "pending")
 
-    def _receivers_for(self, event: Mapping[str, Any]) -> list[str]:
-        out: list[str] = []
+    def _receivers_for(self, event: Mapping[str, Any], now: float) -> list[tuple[str, bool]]:
+        """The receivers the routes choose, each with whether every route choosing it is muted now."""
+        out: dict[str, bool] = {}
         for route in self.config.routes:
             if event["state"] == "resolved" and not route.send_resolved:
                 continue
             if matches(route.match, event):
-                out += [r for r in route.receivers if r not in out]
-        return out
+                muted = any(self.config.time_intervals[m].contains(now) for m in route.mute_time_intervals)
+                for r in route.receivers:
+                    out[r] = out.get(r, True) and muted
+        return list(out.items())
 
     # send -----------------------------------------------------------------------------------
 
@@ -214,6 +223,60 @@ class Notifier:
                 )
             delivered += 1
             self.sent += 1
+        return delivered
+
+    def send_digests(self, receiver: str) -> int:
+        """Send late transitions (an outage's backlog) as one message per device once they stopped coming."""
+        target = self.config.receivers[receiver]
+        now = self.clock()
+        now_ms = round(now * 1000)
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(OUTBOX, EVENTS)
+                    .join(EVENTS, EVENTS.c.id == OUTBOX.c.event_id)
+                    .where(OUTBOX.c.receiver == receiver, OUTBOX.c.status == "digest")
+                    .order_by(OUTBOX.c.id)
+                )
+            ]
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_device.setdefault(row["device_id"], []).append(row)
+        delivered = 0
+        for device, items in by_device.items():
+            if (
+                now_ms - max(i["created"] for i in items) < DIGEST_QUIET_S * 1000
+                or min(i["next_at"] for i in items) > now_ms
+            ):
+                continue  # still arriving, or backing off
+            ids = [i["id"] for i in items]
+            with self.engine.begin() as conn:
+                claimed = conn.execute(
+                    update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == "digest").values(status="sending")
+                ).rowcount
+            if claimed != len(ids):
+                continue  # another notifier took some of them
+            body = digest(device, items)
+            try:
+                deliver(target, body)
+            except Exception as exc:  # noqa: BLE001 - back to the digest, retried later
+                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** items[0]["attempts"])
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(OUTBOX)
+                        .where(OUTBOX.c.id.in_(ids))
+                        .values(
+                            status="digest",
+                            attempts=items[0]["attempts"] + 1,
+                            next_at=round((now + delay) * 1000),
+                            last_error=f"{type(exc).__name__}: {exc}"[:500],
+                        )
+                    )
+                continue
+            with self.engine.begin() as conn:
+                conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids)).values(status="sent", sent_at=now_ms))
+            delivered += 1
         return delivered
 
     def _claim(self, note: Mapping[str, Any], target: Receiver, now: float) -> bool:
@@ -269,7 +332,11 @@ class Notifier:
     def _loop(self, receiver: str | None) -> None:
         while not self._stop.wait(1.0):
             try:
-                self.enqueue() if receiver is None else self.send_due(receiver)
+                if receiver is None:
+                    self.enqueue()
+                else:
+                    self.send_due(receiver)
+                    self.send_digests(receiver)
             except Exception as exc:  # noqa: BLE001 - a database hiccup: the next second tries again
                 log.warning("notifications: will retry", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
 
@@ -330,6 +397,36 @@ def deliver(receiver: Receiver, body: Mapping[str, Any]) -> None:
     with urllib.request.urlopen(request, timeout=receiver.timeout) as response:
         if not 200 <= response.status < 300:
             raise OSError(f"HTTP {response.status}")
+
+
+def digest(device: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """One message for an outage's worth of transitions of one device (documented in DESIGN.md)."""
+    transitions = [
+        {
+            "rule": i["rule"],
+            "key": i["key"],
+            "severity": i["severity"],
+            "state": i["state"],
+            "at": alert_state_time(i["at"]),
+            "message": i["message"],
+        }
+        for i in sorted(items, key=lambda i: (i["at"], i["id"]))
+    ]
+    fired = sum(t["state"] == "firing" for t in transitions)
+    resolved = sum(t["state"] == "resolved" for t in transitions)
+    return {
+        "id": f"digest-{items[0]['id']}-{items[-1]['id']}",
+        "device": device,
+        "rule": "digest",
+        "key": device,
+        "severity": max((t["severity"] for t in transitions), key=["info", "warning", "critical"].index),
+        "state": "digest",
+        "at": transitions[-1]["at"],
+        "value": None,
+        "message": f"while offline: {fired} fired, {resolved} resolved "
+        f"({transitions[0]['at']} to {transitions[-1]['at']})",
+        "transitions": transitions,
+    }
 
 
 def test_message(receiver: str) -> dict[str, Any]:

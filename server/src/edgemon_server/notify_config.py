@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgemon_protocol.alerting import parse_duration
 from edgemon_protocol.config import ConfigError, Where
 from edgemon_protocol.ids import RULE_RE
 
@@ -50,6 +51,36 @@ class Route:
     match: Mapping[str, str]
     receivers: tuple[str, ...]
     send_resolved: bool = True
+    mute_time_intervals: tuple[str, ...] = ()
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class TimeInterval:
+    """When notifications of a route are muted (``[[notify.time_interval]]``), in a time zone.
+
+    ``weekdays`` (``["monday:friday", "sunday"]``) and ``times`` (``[{start = "01:00", end = "02:00"}]``,
+    end excluded) must both hold; an empty list holds always.
+    """
+
+    name: str
+    weekdays: frozenset[int] = frozenset()
+    times: tuple[tuple[int, int], ...] = ()
+    """(start, end) in minutes after midnight."""
+    location: str = "UTC"
+
+    def contains(self, epoch: float) -> bool:
+        """Whether ``epoch`` falls in the interval (local time of ``location``)."""
+        from datetime import datetime  # noqa: PLC0415
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        local = datetime.fromtimestamp(epoch, ZoneInfo(self.location))
+        if self.weekdays and local.weekday() not in self.weekdays:
+            return False
+        minute = local.hour * 60 + local.minute
+        return not self.times or any(start <= minute < end for start, end in self.times)
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,9 @@ class NotifyConfig:
 
     receivers: Mapping[str, Receiver] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    time_intervals: Mapping[str, TimeInterval] = field(default_factory=dict)
+    late_after: float = 600.0
+    """Transitions that reach the server this many seconds after they happened go out as one digest."""
 
 
 def kind_of(url: str) -> str:
@@ -82,16 +116,72 @@ def parse(raw: Any, where: Where, environ: Mapping[str, str] | None = None) -> N
     if not isinstance(raw, dict):
         raise ConfigError(f"{where.at('notify', None)}[notify] must be a table")
     for key in raw:
-        if key not in ("receiver", "route"):
-            raise ConfigError(f"{where.at('notify', key)}unknown key notify.{key} (known: receiver, route)")
+        if key not in ("receiver", "route", "time_interval", "late_after"):
+            raise ConfigError(
+                f"{where.at('notify', key)}unknown key notify.{key} (known: late_after, receiver, route, time_interval)"
+            )
     receivers: dict[str, Receiver] = {}
     for i, table in enumerate(_tables(raw, "receiver", where)):
         receiver = _receiver(table, i, where, env)
         if receiver.name in receivers:
             raise ConfigError(f"{where.at_table('notify.receiver', i, 'name')}notify.receiver: {receiver.name!r} twice")
         receivers[receiver.name] = receiver
-    routes = tuple(_route(t, i, where, receivers) for i, t in enumerate(_tables(raw, "route", where)))
-    return NotifyConfig(receivers, routes)
+    intervals = {}
+    for i, table in enumerate(_tables(raw, "time_interval", where)):
+        interval = _interval(table, i, where)
+        intervals[interval.name] = interval
+    routes = tuple(_route(t, i, where, receivers, intervals) for i, t in enumerate(_tables(raw, "route", where)))
+    late_after = raw.get("late_after", "10m")
+    try:
+        late = parse_duration(late_after)
+    except ValueError as exc:
+        raise ConfigError(f"{where.at('notify', 'late_after')}notify.late_after: {exc}") from None
+    return NotifyConfig(receivers, routes, intervals, late)
+
+
+def _interval(table: Mapping[str, Any], i: int, where: Where) -> TimeInterval:
+    def at(key: str | None) -> str:
+        return where.at_table("notify.time_interval", i, key if key in table else None)
+
+    known = {"name", "weekdays", "times", "location"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{at(key)}unknown key notify.time_interval.{key} (known: {', '.join(sorted(known))})")
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{at('name')}notify.time_interval.name is required")
+    days: set[int] = set()
+    for item in table.get("weekdays", []):
+        first, _, last = str(item).lower().partition(":")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ConfigError(f"{at('weekdays')}notify.time_interval.weekdays: {item!r} is not a day or day:day")
+        a, b = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    times = []
+    for item in table.get("times", []):
+        try:
+            start, end = (_minutes(item[k]) for k in ("start", "end"))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f'{at("times")}notify.time_interval.times: {{start = "HH:MM", end = "HH:MM"}}') from None
+        if end <= start:
+            raise ConfigError(f"{at('times')}notify.time_interval.times: end must be after start")
+        times.append((start, end))
+    location = table.get("location", "UTC")
+    try:
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        ZoneInfo(str(location))
+    except (ValueError, OSError, KeyError) as exc:
+        raise ConfigError(f"{at('location')}notify.time_interval.location: {location!r}: {exc}") from None
+    return TimeInterval(name, frozenset(days), tuple(times), str(location))
+
+
+def _minutes(text: Any) -> int:
+    hours, _, minutes = str(text).partition(":")
+    value = int(hours) * 60 + int(minutes)
+    if not 0 <= value <= 24 * 60 or len(minutes) != 2:
+        raise ValueError(text)
+    return value
 
 
 def _tables(raw: Mapping[str, Any], name: str, where: Where) -> list[dict[str, Any]]:
@@ -144,11 +234,17 @@ def _receiver(table: Mapping[str, Any], i: int, where: Where, env: Mapping[str, 
     return Receiver(name, url, kind_of(url), float(timeout))
 
 
-def _route(table: Mapping[str, Any], i: int, where: Where, receivers: Mapping[str, Receiver]) -> Route:
+def _route(
+    table: Mapping[str, Any],
+    i: int,
+    where: Where,
+    receivers: Mapping[str, Receiver],
+    intervals: Mapping[str, TimeInterval],
+) -> Route:
     def at(key: str | None) -> str:
         return where.at_table("notify.route", i, key if key in table else None)
 
-    known = {"match", "receivers", "send_resolved"}
+    known = {"match", "receivers", "send_resolved", "mute_time_intervals"}
     for key in table:
         if key not in known:
             raise ConfigError(f"{at(key)}unknown key notify.route.{key} (known: {', '.join(sorted(known))})")
@@ -164,4 +260,9 @@ def _route(table: Mapping[str, Any], i: int, where: Where, receivers: Mapping[st
     send_resolved = table.get("send_resolved", True)
     if not isinstance(send_resolved, bool):
         raise ConfigError(f"{at('send_resolved')}notify.route.send_resolved: true or false")
-    return Route(dict(match), tuple(names), send_resolved)
+    mutes = table.get("mute_time_intervals", [])
+    if not isinstance(mutes, list) or not all(isinstance(m, str) and m in intervals for m in mutes):
+        raise ConfigError(
+            f"{at('mute_time_intervals')}notify.route.mute_time_intervals: names of [[notify.time_interval]]"
+        )
+    return Route(dict(match), tuple(names), send_resolved, tuple(mutes))
