@@ -173,7 +173,7 @@ def test_a_silent_devices_other_alerts_are_held_back(store, engine, receiver):
             '[[notify.receiver]]\nname = "ops"\nurl = "http://localhost/x"\n\n[[notify.route]]\nreceivers = ["dev"]\n',
             "no receiver named 'dev'",
         ),
-        ('[[notify.receiver]]\nname = "ops"\nurl = "ftp://localhost/x"\n', "http(s)://"),
+        ('[[notify.receiver]]\nname = "ops"\nurl = "ftp://localhost/x"\n', "apprise does not understand ftp://"),
         ("[notify]\nloud = 1\n", "unknown key notify.loud"),
     ],
 )
@@ -282,3 +282,23 @@ def test_routes_are_muted_inside_their_time_interval():
     assert n._receivers_for(event, datetime(2026, 12, 1, 12, 0, tzinfo=berlin).timestamp()) == [("ops", False)]
     with pytest.raises(ConfigError, match="not a day"):
         notify_config.parse({**raw, "time_interval": [{"name": "x", "weekdays": ["funday"]}]}, Where(None, ""), {})
+
+
+def test_an_apprise_url_reaches_the_local_receiver(receiver):
+    url = receiver.url.replace("http://", "json://")
+    config = notify_config.parse(
+        {"receiver": [{"name": "any", "url": url}], "route": [{"receivers": ["any"]}]}, Where(None, ""), {}
+    )
+    target = config.receivers["any"]
+    assert target.kind == "apprise"
+    notify.deliver(target, notify.test_message("any"))
+    (body,) = receiver.bodies
+    assert "notify_test" in body["message"]
+
+
+def test_without_apprise_such_a_receiver_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "apprise", None)  # import apprise -> ImportError
+    with pytest.raises(ConfigError, match=r"edgemon-server\[notify\]"):
+        notify_config.parse({"receiver": [{"name": "tg", "url": "json://localhost/x"}]}, Where(None, ""), {})

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from edgemon_server import alert_state
 from edgemon_server.db import Base
-from edgemon_server.notify_config import NotifyConfig, Receiver
+from edgemon_server.notify_config import NotifyConfig, Receiver, load_apprise
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +381,12 @@ def text(body: Mapping[str, Any]) -> str:
 def deliver(receiver: Receiver, body: Mapping[str, Any]) -> None:
     """Send one notification; raise on anything but a 2xx answer within the timeout."""
     headers = {"Idempotency-Key": str(body["id"]), "User-Agent": "edgemon-server"}
+    if receiver.kind == "apprise":
+        sender = load_apprise().Apprise()  # the optional extra (checked when the configuration was read)
+        sender.add(receiver.url)
+        if not sender.notify(title=f"edgemon: {body['rule']} {body['state']}", body=text(body)):
+            raise OSError(f"apprise could not deliver to {urlsplit(receiver.url).scheme}://")
+        return
     if receiver.kind == "slack":
         data = json.dumps({"text": text(body)}).encode()
         url, headers["Content-Type"] = receiver.url, "application/json"

@@ -101,7 +101,22 @@ def kind_of(url: str) -> str:
         return "ntfy"
     if parts.hostname == "hooks.slack.com":
         return "slack"
-    return "webhook"
+    if parts.scheme in ("http", "https"):
+        return "webhook"
+    return "apprise"
+
+
+APPRISE_MISSING = "needs apprise: pip install 'edgemon-server[notify]'"
+
+
+def load_apprise() -> Any:
+    """Import the optional apprise (raises ``ImportError``); its own deprecation warnings are not ours."""
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise  # noqa: PLC0415 - the optional extra, only when such a receiver is configured
+    return apprise
 
 
 def parse(raw: Any, where: Where, environ: Mapping[str, str] | None = None) -> NotifyConfig:
@@ -226,8 +241,16 @@ def _receiver(table: Mapping[str, Any], i: int, where: Where, env: Mapping[str, 
                 f"{at(source)}notify.receiver {name!r}: a URL with a secret in it belongs in url_env or url_file "
                 "(url is for a local receiver only)"
             )
-    if urlsplit(url).scheme not in ("http", "https", "ntfy", "ntfys"):
-        raise ConfigError(f"{at(source)}notify.receiver {name!r}: the URL must be http(s):// or ntfy(s)://")
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigError(f"{at(source)}notify.receiver {name!r}: not a URL")
+    if kind_of(url) == "apprise":
+        try:
+            apprise = load_apprise()
+        except ImportError:
+            raise ConfigError(f"{at(source)}notify.receiver {name!r}: {scheme}:// {APPRISE_MISSING}") from None
+        if apprise.Apprise.instantiate(url) is None:
+            raise ConfigError(f"{at(source)}notify.receiver {name!r}: apprise does not understand {scheme}:// here")
     timeout = table.get("timeout", 10.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 120:
         raise ConfigError(f"{at('timeout')}notify.receiver.timeout: seconds between 0.1 and 120")
