@@ -302,3 +302,27 @@ def test_without_apprise_such_a_receiver_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "apprise", None)  # import apprise -> ImportError
     with pytest.raises(ConfigError, match=r"edgemon-server\[notify\]"):
         notify_config.parse({"receiver": [{"name": "tg", "url": "json://localhost/x"}]}, Where(None, ""), {})
+
+
+def test_killed_between_the_send_and_its_record_repeats_only_the_same_key(store, engine, receiver, monkeypatch):
+    clock = Clock()
+    first = notifier(engine, receiver, clock)
+    fire(store, "d9", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    first.enqueue()
+    real = notify.deliver
+
+    def deliver_then_die(target, body):
+        real(target, body)
+        raise SystemExit("killed after the receiver answered, before the commit")
+
+    monkeypatch.setattr(notify, "deliver", deliver_then_die)
+    with pytest.raises(SystemExit):
+        first.send_due("ops")
+    monkeypatch.setattr(notify, "deliver", real)
+    second = notifier(engine, receiver, clock)  # the restarted server
+    assert second.send_due("ops") == 0, "the row is leased to the sender that died"
+    clock.t += 45  # past the lease (timeout + 30 s)
+    assert second.send_due("ops") == 1
+    assert second.send_due("ops") == 0
+    assert len(receiver.bodies) == 2, "delivered twice: the kill came after the receiver took it"
+    assert receiver.keys[0] == receiver.keys[1], "with the same key, so the receiver can drop the repeat"
