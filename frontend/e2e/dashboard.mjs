@@ -129,6 +129,11 @@ try {
     await again.waitForSelector(`section.alerts tr[data-rule="${alert.rule}"]`);
     const row = (await again.locator(`section.alerts tr[data-rule="${alert.rule}"]`).textContent()) ?? "";
     check(row.includes("critical") && row.includes(alert.metric), `the device lists the alert (got ${row})`);
+    if (alert.silenced) {
+      await again.waitForSelector(`section.alerts tr[data-rule="${alert.rule}"] .silenced`, { timeout: 10000 }).catch(() => undefined);
+      const muted = (await again.locator(`section.alerts tr[data-rule="${alert.rule}"] .silenced`).textContent()) ?? "";
+      check(muted.includes("silenced until") && muted.includes(alert.silenced), `the silence is shown next to the alert (got ${muted})`);
+    }
     await again.waitForSelector('.chart[data-alert-bands="1"]', { timeout: 10000 }).catch(() => undefined);
     const bands = await again.getAttribute(".chart", "data-alert-bands");
     check(bands === "1", `the chart of ${alert.metric} shades the alert's period (got ${bands})`);

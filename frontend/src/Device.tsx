@@ -1,7 +1,7 @@
 import { useState } from "react";
 import type { DeviceDetail, Metric, SeriesData } from "./api";
-import type { GetDeviceAlertsResponse, ListMetricsResponse } from "./api-types";
-import { alertPeriods } from "./alerts";
+import type { GetDeviceAlertsResponse, ListMetricsResponse, ListSilencesResponse } from "./api-types";
+import { alertPeriods, silencing } from "./alerts";
 import { Chart } from "./Chart";
 import { formatAgo, formatValue, groupByPlugin, type Unit } from "./format";
 import { MetricPicker } from "./MetricPicker";
@@ -21,6 +21,7 @@ export function Device({ view }: { view: DeviceView }) {
   const detail = useApi<DeviceDetail>(`/api/v1/devices/${id}`, refresh);
   const metrics = useApi<ListMetricsResponse>(`/api/v1/devices/${id}/metrics`, refresh);
   const alerts = useApi<GetDeviceAlertsResponse>(`/api/v1/devices/${id}/alerts?limit=200`, refresh);
+  const silences = useApi<ListSilencesResponse>("/api/v1/silences", refresh);
   const { from, to } = rangeParams(view.range);
   const seriesPath = view.metrics.length
     ? `/api/v1/devices/${id}/series?${view.metrics.map((m) => `metric=${encodeURIComponent(m)}`).join("&")}` +
@@ -117,7 +118,18 @@ export function Device({ view }: { view: DeviceView }) {
                     )}
                   </td>
                   <td title={a.since ?? undefined}>since {formatAgo(a.since)}</td>
-                  <td>{a.message}</td>
+                  <td>
+                    {a.message}
+                    {(() => {
+                      const s = silencing(a, silences.data?.silences ?? []);
+                      return s ? (
+                        <span className="silenced" title={s.comment}>
+                          {" "}
+                          silenced until {s.ends} ({s.comment || "no comment"})
+                        </span>
+                      ) : null;
+                    })()}
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Alert, AlertEvent } from "./api-types";
-import { alertPeriods, summarize } from "./alerts";
+import { alertPeriods, silencing, summarize } from "./alerts";
 
 const ev = (state: AlertEvent["state"], at: string, severity: AlertEvent["severity"] = "warning", key = "disk-a"): AlertEvent => ({
   id: 0, rule: "disk_full", key, severity, state, at, value: null, message: "",
@@ -35,5 +35,14 @@ describe("summarize", () => {
     expect(summarize([now("a", "2026-01-01T00:00:00Z"), now("b", "2026-01-01T00:00:00Z", "pending"), now("d", "2026-01-01T00:00:00Z", "firing", "device_silent")])).toEqual({
       critical: 1, warning: 0, info: 0, silent: 1,
     });
+  });
+});
+
+describe("silencing", () => {
+  const s = { id: 1, matchers: { device: "press-*", rule: "disk_full" }, ends: "2026-12-24T00:00:00Z", comment: "disk swap" };
+  it("matches every matcher's glob", () => {
+    expect(silencing({ device_id: "press-17", rule: "disk_full", severity: "warning", key: "disk-a" }, [s])?.id).toBe(1);
+    expect(silencing({ device_id: "press-17", rule: "cpu_high", severity: "warning", key: "cpu" }, [s])).toBeNull();
+    expect(silencing({ device_id: "pressure", rule: "disk_full", severity: "warning", key: "disk-a" }, [s])).toBeNull();
   });
 });

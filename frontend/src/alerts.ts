@@ -66,3 +66,22 @@ export function summarize(alerts: Alert[]): FleetSummary {
   }
   return out;
 }
+
+export interface SilenceLike {
+  id: number;
+  matchers: Record<string, string>;
+  ends: string | null;
+  comment: string;
+}
+
+/** A shell glob (`*`, `?`) as a whole-string regular expression. */
+function glob(pattern: string): RegExp {
+  const body = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${body}$`);
+}
+
+/** The silence that mutes an alert, if any (every matcher's glob matches the alert's field). */
+export function silencing(alert: Pick<Alert, "device_id" | "rule" | "severity" | "key">, silences: SilenceLike[]): SilenceLike | null {
+  const fields: Record<string, string> = { device: alert.device_id, rule: alert.rule, severity: alert.severity, key: alert.key };
+  return silences.find((s) => Object.entries(s.matchers).every(([name, pattern]) => glob(pattern).test(fields[name] ?? ""))) ?? null;
+}

@@ -93,6 +93,12 @@ def test_dashboard_end_to_end_in_chromium(tmp_path, broker, pki, sqlite_url, col
                 break
             time.sleep(0.3)
         assert heads["agent-1"]["Answer"] == {"label": "Answer", "key": "example-answer", "value": 42, "unit": "count"}
+        # A silence on the alert: the device page shows it next to the alert.
+        from edgemon_server import cli
+
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        args = ["silence", "add", "--match", "rule=answer_high", "--until", until, "--comment", "known"]
+        assert cli.main([*args, "--database-url", sqlite_url]) == 0
         last = payload(device, 99, start=start)["metrics"]
         values = {
             "cpu-percent": f"{last['cpu']['percent']:.1f} %",
@@ -114,7 +120,9 @@ def test_dashboard_end_to_end_in_chromium(tmp_path, broker, pki, sqlite_url, col
             "HEADLINE": json.dumps({"label": "Answer", "value": "42"}),
             "AGENT_METRICS": "cpu-percent,agent-cycle_ms",
             "AGENT_AXES": "% | ms",
-            "ALERT": json.dumps({"rule": "answer_high", "cell": "1 critical", "metric": "example-answer"}),
+            "ALERT": json.dumps(
+                {"rule": "answer_high", "cell": "1 critical", "metric": "example-answer", "silenced": "known"}
+            ),
         }
         out = subprocess.run(
             ["node", "e2e/dashboard.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=120
