@@ -326,3 +326,25 @@ def test_killed_between_the_send_and_its_record_repeats_only_the_same_key(store,
     assert second.send_due("ops") == 0
     assert len(receiver.bodies) == 2, "delivered twice: the kill came after the receiver took it"
     assert receiver.keys[0] == receiver.keys[1], "with the same key, so the receiver can drop the repeat"
+
+
+def test_the_periodic_summary_goes_once_per_period(store, engine, receiver):
+    clock = Clock()
+    config = NotifyConfig(
+        {"ops": Receiver("ops", receiver.url)}, (), {}, 600.0, summary_every=3600.0, summary_receivers=("ops",)
+    )
+    n = notify.Notifier(engine, config, clock)
+    fire(store, "s1", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    fire(store, "s2", 1, [], clock.t)
+    assert n.enqueue_summary() == 1
+    assert n.enqueue_summary() == 0, "once per period, whatever restarts"
+    assert n.send_summaries("ops") == 1
+    assert n.send_summaries("ops") == 0
+    (body,) = receiver.bodies
+    assert body["state"] == "summary"
+    assert body["summary"]["devices"] == 2
+    assert body["summary"]["firing"]["critical"] == 1
+    assert body["summary"]["top_devices"] == [{"device": "s1", "firing": 1}]
+    assert "2 devices" in body["message"]
+    clock.t += 3600
+    assert n.enqueue_summary() == 1, "the next period's"

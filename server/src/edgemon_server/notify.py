@@ -123,8 +123,78 @@ class Notifier:
 
     # enqueue ------------------------------------------------------------------------------
 
+    def enqueue_summary(self) -> int:
+        """Queue this period's fleet summary for each of its receivers (once per period, whatever restarts)."""
+        if not self.config.summary_every or not self.config.summary_receivers:
+            return 0
+        now_ms = round(self.clock() * 1000)
+        period = int(now_ms // (self.config.summary_every * 1000))
+        rows = [
+            {
+                "event_id": -period,
+                "receiver": r,
+                "status": "summary",
+                "attempts": 0,
+                "next_at": now_ms,
+                "created": now_ms,
+            }
+            for r in self.config.summary_receivers
+        ]
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        with self.engine.begin() as conn:  # RETURNING: what was inserted (a driver's rowcount may not say)
+            done = conn.execute(insert(OUTBOX).on_conflict_do_nothing().returning(OUTBOX.c.id), rows).all()
+        return len(done)
+
+    def send_summaries(self, receiver: str) -> int:
+        """Send this receiver's queued summaries (each covers the period before it was queued)."""
+        target = self.config.receivers[receiver]
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(OUTBOX).where(
+                    OUTBOX.c.receiver == receiver,
+                    OUTBOX.c.status.in_(("summary", "sending")),
+                    OUTBOX.c.event_id < 0,
+                    OUTBOX.c.next_at <= round(now * 1000),
+                )
+            ).all()
+        sent = 0
+        for row in rows:
+            with self.engine.begin() as conn:
+                claimed = conn.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == row.id, OUTBOX.c.status == row.status, OUTBOX.c.next_at == row.next_at)
+                    .values(status="sending", next_at=round((now + target.timeout + 30) * 1000))
+                ).rowcount
+                if claimed != 1:
+                    continue
+                body = fleet_summary(conn, row.created - round(self.config.summary_every * 1000), row.created, row.id)
+            try:
+                deliver(target, body)
+            except Exception as exc:  # noqa: BLE001 - back to the queue with back-off
+                delay = min(RETRY_MAX, RETRY_FIRST * 2**row.attempts)
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(OUTBOX)
+                        .where(OUTBOX.c.id == row.id)
+                        .values(
+                            status="summary",
+                            attempts=row.attempts + 1,
+                            next_at=round((now + delay) * 1000),
+                            last_error=f"{type(exc).__name__}: {exc}"[:500],
+                        )
+                    )
+                continue
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(OUTBOX).where(OUTBOX.c.id == row.id).values(status="sent", sent_at=round(now * 1000))
+                )
+            sent += 1
+        return sent
+
     def enqueue(self) -> int:
         """Turn alert events not yet considered into outbox rows; returns how many rows were added."""
+        self.enqueue_summary()
         if not self.config.routes:
             return 0
         now_ms = round(self.clock() * 1000)
@@ -319,7 +389,7 @@ class Notifier:
 
     def start(self) -> None:
         """One enqueue thread, and one sender thread per receiver (a slow one delays only itself)."""
-        if not self.config.routes:
+        if not self.config.routes and not self.config.summary_every:
             return
         self._threads = [threading.Thread(target=self._loop, args=(None,), name="edgemon-notify", daemon=True)]
         self._threads += [
@@ -337,6 +407,7 @@ class Notifier:
                 else:
                     self.send_due(receiver)
                     self.send_digests(receiver)
+                    self.send_summaries(receiver)
             except Exception as exc:  # noqa: BLE001 - a database hiccup: the next second tries again
                 log.warning("notifications: will retry", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
 
@@ -432,6 +503,67 @@ def digest(device: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         "message": f"while offline: {fired} fired, {resolved} resolved "
         f"({transitions[0]['at']} to {transitions[-1]['at']})",
         "transitions": transitions,
+    }
+
+
+def fleet_summary(conn: Any, start_ms: int, end_ms: int, key: int) -> dict[str, Any]:
+    """The periodic summary: the fleet now, and what its alerts did in the period (documented in DESIGN.md)."""
+    devices = alert_state.DEVICES
+    total, received, span = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(devices.c.received), 0),
+            func.coalesce(func.sum(devices.c.max_seq - devices.c.first_seq + 1), 0),
+        )
+    ).one()
+    silent = len(alert_state.silent_devices(conn))
+    counts = dict(
+        conn.execute(
+            select(EVENTS.c.state, func.count())
+            .where(EVENTS.c.received >= start_ms, EVENTS.c.received < end_ms)
+            .group_by(EVENTS.c.state)
+        ).all()
+    )
+    firing = dict(
+        conn.execute(
+            select(STATE.c.severity, func.count()).where(STATE.c.state == "firing").group_by(STATE.c.severity)
+        ).all()
+    )
+    top = conn.execute(
+        select(STATE.c.device_id, func.count().label("n"))
+        .where(STATE.c.state == "firing")
+        .group_by(STATE.c.device_id)
+        .order_by(func.count().desc(), STATE.c.device_id)
+        .limit(5)
+    ).all()
+    received, span = int(received), int(span)  # SUM is a Decimal on PostgreSQL
+    completeness = 100.0 * received / span if span else 100.0
+    worst = next((s for s in ("critical", "warning", "info") if firing.get(s)), "info")
+    return {
+        "id": f"summary-{key}",
+        "device": "fleet",
+        "rule": "summary",
+        "key": "fleet",
+        "severity": worst,
+        "state": "summary",
+        "at": alert_state_time(end_ms),
+        "value": None,
+        "message": (
+            f"{total} devices, {silent} silent; in the period {counts.get('firing', 0)} alerts fired and "
+            f"{counts.get('resolved', 0)} resolved; firing now: {firing.get('critical', 0)} critical, "
+            f"{firing.get('warning', 0)} warning; payloads complete: {completeness:.1f} %"
+        ),
+        "summary": {
+            "from": alert_state_time(start_ms),
+            "to": alert_state_time(end_ms),
+            "devices": int(total),
+            "silent": silent,
+            "fired": int(counts.get("firing", 0)),
+            "resolved": int(counts.get("resolved", 0)),
+            "firing": {s: int(firing.get(s, 0)) for s in ("critical", "warning", "info")},
+            "top_devices": [{"device": d, "firing": int(n)} for d, n in top],
+            "payload_completeness_percent": round(completeness, 2),
+        },
     }
 
 

@@ -92,6 +92,9 @@ class NotifyConfig:
     time_intervals: Mapping[str, TimeInterval] = field(default_factory=dict)
     late_after: float = 600.0
     """Transitions that reach the server this many seconds after they happened go out as one digest."""
+    summary_every: float = 0.0
+    """Seconds between two fleet summaries (``[notify.summary] every``); 0: none."""
+    summary_receivers: tuple[str, ...] = ()
 
 
 def kind_of(url: str) -> str:
@@ -131,7 +134,7 @@ def parse(raw: Any, where: Where, environ: Mapping[str, str] | None = None) -> N
     if not isinstance(raw, dict):
         raise ConfigError(f"{where.at('notify', None)}[notify] must be a table")
     for key in raw:
-        if key not in ("receiver", "route", "time_interval", "late_after"):
+        if key not in ("receiver", "route", "time_interval", "late_after", "summary"):
             raise ConfigError(
                 f"{where.at('notify', key)}unknown key notify.{key} (known: late_after, receiver, route, time_interval)"
             )
@@ -151,7 +154,26 @@ def parse(raw: Any, where: Where, environ: Mapping[str, str] | None = None) -> N
         late = parse_duration(late_after)
     except ValueError as exc:
         raise ConfigError(f"{where.at('notify', 'late_after')}notify.late_after: {exc}") from None
-    return NotifyConfig(receivers, routes, intervals, late)
+    every, to = _summary(raw.get("summary"), where, receivers)
+    return NotifyConfig(receivers, routes, intervals, late, every, to)
+
+
+def _summary(table: Any, where: Where, receivers: Mapping[str, Receiver]) -> tuple[float, tuple[str, ...]]:
+    """``[notify.summary] every = "24h", receivers = [...]`` (default: every receiver)."""
+    if table is None:
+        return 0.0, ()
+    if not isinstance(table, dict) or set(table) - {"every", "receivers"}:
+        raise ConfigError(f"{where.at('notify.summary', None)}[notify.summary]: keys are every, receivers")
+    try:
+        every = parse_duration(table.get("every", "24h"))
+    except ValueError as exc:
+        raise ConfigError(f"{where.at('notify.summary', 'every')}notify.summary.every: {exc}") from None
+    if every < 60:
+        raise ConfigError(f"{where.at('notify.summary', 'every')}notify.summary.every: at least 1m")
+    names = table.get("receivers", list(receivers))
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in receivers for n in names):
+        raise ConfigError(f"{where.at('notify.summary', 'receivers')}notify.summary.receivers: names of receivers")
+    return every, tuple(names)
 
 
 def _interval(table: Mapping[str, Any], i: int, where: Where) -> TimeInterval:
