@@ -209,3 +209,9 @@ def test_when_a_silent_device_returns_the_server_says_why_it_was_silent(store, e
     expected = "network outage" if backlog else "down or rebooted"
     assert expected in state
     assert state == event
+
+
+def test_the_store_counts_the_alert_events_it_stored(store):
+    first = send(store, "cnt", 1, [alert(changed=T + 1)])
+    again = send(store, "cnt", 2, [alert(changed=T + 1)])  # the same firing: nothing new
+    assert (first.alert_events, again.alert_events) == (1, 0)

@@ -412,5 +412,5 @@ def _write(conn: Connection, rows: list[dict[str, Any]], insert: Callable[..., A
 def _events(conn: Connection, events: list[dict[str, Any]], insert: Callable[..., Any]) -> int:
     if not events:
         return 0
-    result = conn.execute(insert(EVENTS).on_conflict_do_nothing(), events)
-    return max(result.rowcount, 0)
+    # RETURNING tells what was new; a driver's rowcount after an upsert may not (psycopg 3 said 0).
+    return len(conn.execute(insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.id), events).all())
