@@ -90,7 +90,20 @@ def notifier(engine, receiver, clock, **route: Any) -> notify.Notifier:
         {"ops": Receiver("ops", receiver.url)},
         (Route(route.get("match", {"severity": "critical"}), ("ops",), route.get("send_resolved", True)),),
     )
-    return notify.Notifier(engine, config, clock)
+    n = notify.Notifier(engine, config, clock)
+    n.enqueue()  # running before the events of the test (it starts from the newest event)
+    return n
+
+
+def test_history_from_before_notifications_were_configured_is_not_sent(store, engine, receiver):
+    clock = Clock()
+    fire(store, "old", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
+    n = notifier(engine, receiver, clock)
+    assert n.enqueue() == 0
+    fire(store, "old", 2, [], clock.t + 1)
+    assert n.enqueue() == 1, "what happens from now on is"
+    n.send_due("ops")
+    assert [b["state"] for b in receiver.bodies] == ["resolved"]
 
 
 def test_firing_then_resolved_each_delivered_once_with_a_key(store, engine, receiver):

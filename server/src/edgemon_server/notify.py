@@ -199,7 +199,17 @@ class Notifier:
             return 0
         now_ms = round(self.clock() * 1000)
         with self.engine.begin() as conn:
-            done = conn.execute(select(func.max(OUTBOX.c.event_id))).scalar() or 0
+            done = conn.execute(select(func.max(OUTBOX.c.event_id))).scalar()
+            if done is None:
+                # The first time notifications run: start from now. Months of history must not arrive
+                # as a storm because someone just configured a receiver.
+                latest = conn.execute(select(func.max(EVENTS.c.id))).scalar() or 0
+                conn.execute(
+                    OUTBOX.insert().values(
+                        event_id=latest, receiver="", status="unrouted", attempts=0, next_at=now_ms, created=now_ms
+                    )
+                )
+                return 0
             events = [
                 dict(r._mapping)
                 for r in conn.execute(select(EVENTS).where(EVENTS.c.id > done).order_by(EVENTS.c.id).limit(5000))
