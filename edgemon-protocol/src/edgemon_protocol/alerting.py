@@ -293,10 +293,6 @@ class Threshold:
         """Where a firing alert clears."""
         return self.limit if self.clear is None else self.clear
 
-    def beyond(self, value: float) -> bool:
-        """The value is past the threshold (what starts an alert)."""
-        return value > self.limit if self.above is not None else value < self.limit
-
     def observe(self, machine: Machine, value: float | None) -> Observation:
         """This cycle's verdict on one key, given its machine's state (for the hysteresis)."""
         if value is None:
@@ -338,8 +334,8 @@ class Engine:
     machines: dict[str, dict[str, Machine]] = field(default_factory=dict)
     """rule name -> key -> machine."""
     _keys: frozenset[str] = frozenset()
-    _matches: dict[str, list[str]] = field(default_factory=dict)
-    _paths: dict[str, list[str]] | None = None
+    _split: bool = False
+    """The plan looks keys up along their levels (:meth:`evaluate_tree`), not whole (:meth:`evaluate`)."""
     _hot: list[tuple[Threshold, float, float, list[tuple[list[str], Machine]], dict[str, Machine], set[str]]] = field(
         default_factory=list
     )
@@ -349,10 +345,10 @@ class Engine:
     def evaluate(self, now: float, flat: Mapping[str, Any]) -> list[Transition]:
         """One cycle over flat metrics (``{"cpu-percent": 3.5, ...}``); returns the transitions."""
         keys = frozenset(flat)
-        if keys != self._keys:  # a new set of keys (rare): match every pattern again
-            self._rematch(flat)
+        if keys != self._keys or self._split:  # a new set of keys (rare): match every pattern again
+            self._rematch(flat, split=False)
             self._keys = keys
-        return self._judge(now, flat.get)
+        return self._judge(now, flat)
 
     def evaluate_tree(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
         """One cycle over the nested metrics tree, without flattening it every cycle.
@@ -362,25 +358,28 @@ class Engine:
         disk mounted later is found within that many cycles. A matched key that is gone is "no data".
         """
         self._cycles += 1
-        if self._paths is None or self._cycles % REMATCH_CYCLES == 0:
+        if not self._split or self._cycles % REMATCH_CYCLES == 0:
             flat = flatten(tree)
             keys = frozenset(flat)
-            if keys == self._keys and self._paths is not None:
-                return self._judge_paths(now, tree)  # same keys: the matching still holds
-            self._rematch(flat)
-            self._keys = keys
-            self._paths = {k: k.split("-") for keys in self._matches.values() for k in keys}
-            self._hot = []
-            for r in self.rules:
-                matched = self._matches.get(r.name, [])
-                plan = [(self._paths[k], self._machine(r, k)) for k in matched]
-                sign = 1.0 if r.above is not None else -1.0
-                mine = self.machines.setdefault(r.name, {})
-                self._hot.append((r, sign, sign * r.limit, plan, mine, set(matched)))
-        return self._judge_paths(now, tree)
+            if keys != self._keys or not self._split:  # same keys: the matching still holds
+                self._rematch(flat, split=True)
+                self._keys = keys
+        return self._judge(now, tree)
 
-    def _judge_paths(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
-        """:meth:`_judge` with each value looked up along its path (the per-cycle hot path, kept flat).
+    def _rematch(self, flat: Mapping[str, Any], split: bool) -> None:
+        """Match every pattern against the numeric keys; plan the lookups (a key's levels, or the key)."""
+        numeric = [k for k, v in flat.items() if _number(v)]
+        self._split = split
+        self._hot = []
+        for r in self.rules:
+            matched = sorted(filter(compile_pattern(r.metric).fullmatch, numeric))
+            plan = [(k.split("-") if split else [k], self._machine(r, k)) for k in matched]
+            sign = 1.0 if r.above is not None else -1.0
+            mine = self.machines.setdefault(r.name, {})
+            self._hot.append((r, sign, sign * r.limit, plan, mine, set(matched)))
+
+    def _judge(self, now: float, tree: Mapping[str, Any]) -> list[Transition]:
+        """Judge every planned key, its value looked up along its path (the per-cycle hot path, kept flat).
 
         A value still on the quiet side of its threshold while its alert is ok, the common case,
         costs one lookup and one comparison; only the rest goes through the state machine.
@@ -400,29 +399,6 @@ class Engine:
                     machine.value = node
                     continue
                 number = float(node) if _number(node) else None
-                out += machine.step(now, rule.observe(machine, number))
-            if len(mine) > len(matched):  # keys that went away: no data
-                for key, machine in mine.items():
-                    if key not in matched:
-                        out += machine.step(now, rule.observe(machine, None))
-        return out
-
-    def _rematch(self, flat: Mapping[str, Any]) -> None:
-        numeric = [k for k, v in flat.items() if _number(v)]
-        self._matches = {r.name: sorted(filter(compile_pattern(r.metric).fullmatch, numeric)) for r in self.rules}
-
-    def _judge(self, now: float, get: Callable[[str], Any]) -> list[Transition]:
-        out: list[Transition] = []
-        for rule in self.rules:
-            mine = self.machines.setdefault(rule.name, {})
-            matched = self._matches.get(rule.name, ())
-            for key in matched:
-                machine = mine.get(key) or self._machine(rule, key)
-                value = get(key)
-                number = float(value) if _number(value) else None
-                if number is not None and machine.state == "ok" and not rule.beyond(number):
-                    machine.last_data, machine.value = now, number  # the common case, kept cheap
-                    continue
                 out += machine.step(now, rule.observe(machine, number))
             if len(mine) > len(matched):  # keys that went away: no data
                 for key, machine in mine.items():

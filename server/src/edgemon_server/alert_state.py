@@ -241,15 +241,7 @@ def backlog(
             events.append(_event(row, "firing", now_ms, now_ms))
         elif firing and held <= BACKLOG_CLEAR:
             assert old is not None
-            old.update(
-                state="resolved",
-                changed=now_ms,
-                updated=now_ms,
-                value=held,
-                message=f"the device's backlog is down to {held:.0f}",
-            )
-            rows.append(old)
-            events.append(_event(old, "resolved", now_ms, now_ms))
+            _resolve(old, now_ms, held, f"the device's backlog is down to {held:.0f}", rows, events)
     _write(conn, rows, insert)
     return _events(conn, events, insert)
 
@@ -269,45 +261,22 @@ def sweep_silent(conn: Connection, now_ms: int, factor: float, insert: Callable[
         )
     ):
         row = dict(past._mapping)
-        row.update(
-            state="resolved", changed=now_ms, updated=now_ms, message=f"no payload lost for an hour ({row['message']})"
-        )
-        changed.append(row)
-        events.append(_event(row, "resolved", now_ms, now_ms))
+        _resolve(row, now_ms, row["value"], f"no payload lost for an hour ({row['message']})", changed, events)
     for device, last_seen, interval in rows:
         after_ms = int(max(SILENT_MIN_S, factor * interval) * 1000)
         silent = now_ms - last_seen > after_ms
         old = states.get(device)
         firing = old is not None and old["state"] == "firing"
         if silent and not firing:
-            row = {
-                "device_id": device,
-                "fingerprint": fingerprint(SILENT_RULE, device),
-                "rule": SILENT_RULE,
-                "key": device,
-                "severity": "critical",
-                "state": "firing",
-                "since": last_seen,
-                "changed": now_ms,
-                "updated": now_ms,
-                "value": (now_ms - last_seen) / 1000,
-                "message": f"no payload for {(now_ms - last_seen) / 1000:.0f} s ({factor:g} x its {interval:g} s)",
-                "source": "server",
-            }
+            away = (now_ms - last_seen) / 1000
+            message = f"no payload for {away:.0f} s ({factor:g} x its {interval:g} s)"
+            row = server_row(device, SILENT_RULE, "critical", last_seen, now_ms, away, message)
             changed.append(row)
             events.append(_event(row, "firing", now_ms, now_ms))
         elif firing and not silent:
             assert old is not None
             away = (last_seen - old["since"]) / 1000
-            old.update(
-                state="resolved",
-                changed=now_ms,
-                updated=now_ms,
-                value=None,
-                message=f"{BACK} after {away:.0f} s without a payload",
-            )
-            changed.append(old)
-            events.append(_event(old, "resolved", now_ms, now_ms))
+            _resolve(old, now_ms, None, f"{BACK} after {away:.0f} s without a payload", changed, events)
     _write(conn, changed, insert)
     _events(conn, events, insert)
     judge_silences(conn, now_ms, {device: interval for device, _seen, interval in rows})
@@ -381,6 +350,15 @@ def silent_devices(conn: Connection, devices: Sequence[str] | None = None) -> se
     if devices is not None:
         query = query.where(STATE.c.device_id.in_(devices))
     return {row[0] for row in conn.execute(query)}
+
+
+def _resolve(
+    row: dict[str, Any], now_ms: int, value: Any, message: str, rows: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    """Mark one of the server's own alerts resolved now: the row to write and its event."""
+    row.update(state="resolved", changed=now_ms, updated=now_ms, value=value, message=message)
+    rows.append(row)
+    events.append(_event(row, "resolved", now_ms, now_ms))
 
 
 def _event(row: dict[str, Any], state: str, at: int, now_ms: int) -> dict[str, Any]:
