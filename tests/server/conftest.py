@@ -19,6 +19,7 @@ from edgemon_server.db import Base, make_engine
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Store
 from tests.conftest import broker_env, json_lines
+from tests.server.notifying import receiver  # noqa: F401 - the local HTTP receiver fixture of notification tests
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 PG_ADMIN = os.environ.get("EDGEMON_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -117,7 +117,7 @@ def silences() -> Response:
     """Silences in force now (every one has an end)."""
     import time  # noqa: PLC0415
 
-    from edgemon_server.notify import active_silences  # noqa: PLC0415
+    from edgemon_server.silences import active_silences  # noqa: PLC0415
 
     rows = active_silences(conn(), round(time.time() * 1000))
     return jsonify(

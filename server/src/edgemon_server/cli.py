@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _silence(args: argparse.Namespace, engine: Any) -> int:
-    from edgemon_server import notify  # noqa: PLC0415
+    from edgemon_server import silences  # noqa: PLC0415
 
     now = time.time()
     if args.silence_command == "add":
@@ -187,7 +187,7 @@ def _silence(args: argparse.Namespace, engine: Any) -> int:
             matchers[name.strip()] = glob.strip()
         try:
             until = parse_time(args.until, "until", round(now * 1000)) / 1000
-            silence_id = notify.add_silence(engine, matchers, until, args.comment, now)
+            silence_id = silences.add_silence(engine, matchers, until, args.comment, now)
         except ApiError as exc:
             print(f"edgemon-server: {exc.message}", file=sys.stderr)
             return 2
@@ -197,20 +197,21 @@ def _silence(args: argparse.Namespace, engine: Any) -> int:
         print(f"silence {silence_id} until {iso(round(until * 1000))}")
         return 0
     if args.silence_command == "expire":
-        if not notify.expire_silence(engine, args.id, now):
+        if not silences.expire_silence(engine, args.id, now):
             print(f"edgemon-server: no silence {args.id} in force", file=sys.stderr)
             return 1
         print(f"silence {args.id} expired")
         return 0
     with engine.connect() as conn:
-        for s in notify.active_silences(conn, round(now * 1000)):
+        for s in silences.active_silences(conn, round(now * 1000)):
             match = " ".join(f"{k}={v}" for k, v in s["matchers"].items())
             print(f"{s['id']:>5}  until {iso(s['ends'])}  {match}  {s['comment']}")
     return 0
 
 
 def _notify_test(config: ServerConfig, receiver: str) -> int:
-    from edgemon_server import notify  # noqa: PLC0415
+    from edgemon_server.notify_deliver import deliver  # noqa: PLC0415
+    from edgemon_server.notify_messages import test_message  # noqa: PLC0415
 
     target = config.notify.receivers.get(receiver)
     if target is None:
@@ -218,7 +219,7 @@ def _notify_test(config: ServerConfig, receiver: str) -> int:
         print(f"edgemon-server: no receiver {receiver!r} ([[notify.receiver]]: {known})", file=sys.stderr)
         return 2
     try:
-        notify.deliver(target, notify.test_message(receiver))
+        deliver(target, test_message(receiver))
     except Exception as exc:  # noqa: BLE001 - the outcome is what the operator asked for
         print(
             f"edgemon-server: {receiver} ({target.kind}) did not take it: {type(exc).__name__}: {exc}", file=sys.stderr

@@ -21,6 +21,8 @@ Tables:
   ``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order (first match wins).
 - ``alert_state`` / ``alert_events``: each device's alerts now, and every transition (stored once).
 - ``silences`` / ``notifications``: muted alerts (each with an end), and the delivery outbox.
+- ``notify_groups``: each (receiver, notification group) with an open alert: when it was last
+  notified and when its reminder is due.
 - ``collectors``: a heartbeat per running collector (its counters), so that
   ``/healthz`` of an API process shows the collectors of other processes.
 """
@@ -218,6 +220,7 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "receiver", name="uq_notifications_event_receiver"),
         Index("ix_notifications_due", "status", "next_at"),
+        Index("ix_notifications_group", "receiver", "group_key", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -230,6 +233,25 @@ class Notification(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     sent_at: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(Text)
+    group_key: Mapped[str | None] = mapped_column(String(64))
+    """The notification group (route and the values of its ``group_by``) a ``pending`` row is sent with."""
+    batch: Mapped[int | None] = mapped_column(Integer)
+    """The rows claimed for one send share this (the smallest id among them): a retry sends the same set."""
+
+
+class NotifyGroup(Base):
+    """A notification group of one receiver with alerts open: its timing and reminders."""
+
+    __tablename__ = "notify_groups"
+    __table_args__ = (UniqueConstraint("receiver", "group_key", name="uq_notify_groups_receiver_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    receiver: Mapped[str] = mapped_column(String(64))
+    group_key: Mapped[str] = mapped_column(String(64))
+    last_sent: Mapped[int] = mapped_column(BigInteger)
+    repeat_at: Mapped[int] = mapped_column(BigInteger)
+    """When the group's alerts still firing are sent again (a lease while that send is in flight)."""
+    repeats: Mapped[int] = mapped_column(Integer)
 
 
 class CollectorHeartbeat(Base):

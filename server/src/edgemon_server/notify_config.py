@@ -10,10 +10,16 @@
     match = { severity = "critical" }     # on device, rule, severity, key (globs)
     receivers = ["ops"]
     send_resolved = true
+    group_by = ["device", "rule"]         # one notification per device and rule (default: per alert)
+    group_wait = "30s"                    # a new group waits this long for more of its alerts
+    group_interval = "5m"                 # then sends what changed at most this often
+    repeat_interval = "4h"                # and reminds of what still fires this often
 
 A receiver's kind comes from its URL: ``https://hooks.slack.com/...`` is a Slack incoming webhook,
-``ntfy://host/topic`` (or ``ntfys://``) an ntfy topic, any other ``http(s)://`` a generic JSON
-webhook. Secrets come from a file or a variable; a URL written in the file itself is accepted for
+``ntfy://host/topic`` (or ``ntfys://``) an ntfy topic, ``smtp://`` or ``smtps://`` e-mail
+(``smtp://user:password@host:587/?to=ops@example.com&from=edgemon@example.com``), any other
+``http(s)://`` a generic JSON webhook, and any other scheme an apprise URL. Secrets come from a
+file or a variable; a URL written in the file itself is accepted for
 local receivers only (``localhost``, ``127.0.0.1``). Every error names the file, the line and the key.
 """
 
@@ -31,7 +37,9 @@ from edgemon_protocol.config import ConfigError, Where
 from edgemon_protocol.ids import RULE_RE
 
 MATCH_FIELDS = ("device", "rule", "severity", "key")
-KINDS = ("webhook", "slack", "ntfy")
+KINDS = ("webhook", "slack", "ntfy", "smtp", "apprise")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+GROUP_LABELS = MATCH_FIELDS
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,21 @@ class Receiver:
 
 @dataclass(frozen=True)
 class Route:
-    """Which alerts go to which receivers (every matching route applies)."""
+    """Which alerts go to which receivers, and how they are grouped (every matching route applies).
+
+    Alerts with the same values of ``group_by`` form a group, notified together: the first
+    ``group_wait`` after the group began, then what changed at most every ``group_interval``, and what
+    still fires again every ``repeat_interval``. The default groups by every field: one alert a group.
+    """
 
     match: Mapping[str, str]
     receivers: tuple[str, ...]
     send_resolved: bool = True
     mute_time_intervals: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = GROUP_LABELS
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 4 * 3600.0
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -102,6 +119,8 @@ def kind_of(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme in ("ntfy", "ntfys"):
         return "ntfy"
+    if parts.scheme in ("smtp", "smtps"):
+        return "smtp"
     if parts.hostname == "hooks.slack.com":
         return "slack"
     if parts.scheme in ("http", "https"):
@@ -258,7 +277,7 @@ def _receiver(table: Mapping[str, Any], i: int, where: Where, env: Mapping[str, 
     else:
         url = value
         host = urlsplit(url).hostname or ""
-        if host not in ("localhost", "127.0.0.1", "::1"):
+        if host not in LOCAL_HOSTS:
             raise ConfigError(
                 f"{at(source)}notify.receiver {name!r}: a URL with a secret in it belongs in url_env or url_file "
                 "(url is for a local receiver only)"
@@ -266,6 +285,13 @@ def _receiver(table: Mapping[str, Any], i: int, where: Where, env: Mapping[str, 
     scheme = urlsplit(url).scheme
     if not scheme:
         raise ConfigError(f"{at(source)}notify.receiver {name!r}: not a URL")
+    if kind_of(url) == "smtp":
+        from edgemon_server.notify_deliver import mail_settings  # noqa: PLC0415 - it imports this module
+
+        try:
+            mail_settings(url)
+        except ValueError as exc:
+            raise ConfigError(f"{at(source)}notify.receiver {name!r}: {exc}") from None
     if kind_of(url) == "apprise":
         try:
             apprise = load_apprise()
@@ -289,7 +315,16 @@ def _route(
     def at(key: str | None) -> str:
         return where.at_table("notify.route", i, key if key in table else None)
 
-    known = {"match", "receivers", "send_resolved", "mute_time_intervals"}
+    known = {
+        "match",
+        "receivers",
+        "send_resolved",
+        "mute_time_intervals",
+        "group_by",
+        "group_wait",
+        "group_interval",
+        "repeat_interval",
+    }
     for key in table:
         if key not in known:
             raise ConfigError(f"{at(key)}unknown key notify.route.{key} (known: {', '.join(sorted(known))})")
@@ -310,4 +345,32 @@ def _route(
         raise ConfigError(
             f"{at('mute_time_intervals')}notify.route.mute_time_intervals: names of [[notify.time_interval]]"
         )
-    return Route(dict(match), tuple(names), send_resolved, tuple(mutes))
+    group_by = table.get("group_by", list(GROUP_LABELS))
+    if (
+        not isinstance(group_by, list)
+        or not all(g in GROUP_LABELS for g in group_by)
+        or len(set(group_by)) < len(group_by)
+    ):
+        raise ConfigError(f"{at('group_by')}notify.route.group_by: a list of {', '.join(GROUP_LABELS)}, each once")
+    times = {}
+    for key, default, least in (
+        ("group_wait", "30s", 0.0),
+        ("group_interval", "5m", 1.0),
+        ("repeat_interval", "4h", 60.0),
+    ):
+        try:
+            times[key] = parse_duration(table.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"{at(key)}notify.route.{key}: {exc}") from None
+        if times[key] < least:
+            raise ConfigError(f"{at(key)}notify.route.{key}: at least {least:g} s")
+    return Route(
+        dict(match),
+        tuple(names),
+        send_resolved,
+        tuple(mutes),
+        tuple(g for g in GROUP_LABELS if g in group_by),
+        times["group_wait"],
+        times["group_interval"],
+        times["repeat_interval"],
+    )
