@@ -24,12 +24,18 @@ class Receiver_:  # noqa: N801 - a test double of a receiver
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str] = []
+        self.tried: list[str] = []
+        """The key of every request, answered 2xx or not."""
         self.status = 200
+        self.delay = 0.0
+        """Seconds each answer takes (a slow receiver)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.tried.append(self.headers["Idempotency-Key"])
+                time.sleep(outer.delay)
                 if outer.status == 200:
                     outer.bodies.append(json.loads(data))
                     outer.keys.append(self.headers["Idempotency-Key"])

@@ -238,8 +238,12 @@ class Notifier:
             batch = items[0]["batch"]
             found = route_of(self.config, items[0]["group_key"] or "")
             labels = group_of(*found, items[0])[1] if found else {}
+            before: list[dict[str, Any]] = []
+            if items[0]["group_key"]:
+                with self.engine.connect() as conn:
+                    before = still_firing(conn, receiver, items[0]["group_key"])
             try:
-                deliver(target, group_message(items, labels, batch))
+                deliver(target, group_message(items, labels, batch, before))
             except Exception as exc:  # noqa: BLE001 - whatever the receiver does, its rows are retried
                 self._failed(items, f"{type(exc).__name__}: {exc}"[:500], now)
                 break  # keep the order: this receiver's later rows wait for these

@@ -50,27 +50,38 @@ def text(body: Mapping[str, Any]) -> str:
     return f"[{icon} {body['severity']}] {body['device']}: {body['rule']} on {body['key']}: {body['message']}"
 
 
-def group_message(items: Sequence[Mapping[str, Any]], labels: Mapping[str, str], key: int | str) -> dict[str, Any]:
+def group_message(
+    items: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, str],
+    key: int | str,
+    firing_before: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     """One flush of a notification group: ``alerts``, every transition in it, oldest first.
 
-    The top-level fields are those of its most severe alert still firing (or, when none fires, its
-    latest resolved one), so ``state`` says whether anything in the group still fires. A flush of one
-    transition is the single-transition :func:`message` plus ``group`` and ``alerts``.
+    ``firing_before`` are the group's alerts notified earlier that still fire (listed as
+    ``also_firing``). The top-level fields are those of the group's most severe alert still firing (or,
+    when none fires, the latest resolved one), so ``state`` says whether anything in the group still
+    fires. A flush of one transition is the single-transition :func:`message` plus ``group``,
+    ``alerts`` and ``also_firing``.
     """
     ordered = sorted(items, key=lambda i: (i["at"], i["id"]))
     alerts = [message(i, key) for i in ordered]
     for a in alerts:
         del a["id"]
-    now = {(i["device_id"], i["fingerprint"]): i for i in ordered}  # each alert's latest transition
+    now = {(i["device_id"], i["fingerprint"]): i for i in [*firing_before, *ordered]}  # each alert's latest
     firing = [i for i in now.values() if i["state"] == "firing"]
     lead = max(firing or list(now.values()), key=lambda i: (SEVERITIES.index(i["severity"]), i["at"]))
     body = message(lead, key)
-    if len(ordered) > 1:
+    also = [message(i, key) for i in firing_before if now[(i["device_id"], i["fingerprint"])] is i]
+    for a in also:
+        del a["id"]
+    if len(now) > 1:
         resolved = len(now) - len(firing)
         where = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all"
         body["message"] = f"{len(firing)} firing, {resolved} resolved ({where}); {lead['message']}"
     body["group"] = dict(labels)
     body["alerts"] = alerts
+    body["also_firing"] = also
     return body
 
 
