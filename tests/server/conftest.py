@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,12 +69,25 @@ def pg_session_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated, empty SQLite file; each ``engine`` gets a copy (running the migrations per test
+    cost about 0.1 s each, 14 s of the fast loop)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "edgemon.db"
+    eng = make_engine(f"sqlite:///{path}")
+    migrations.upgrade(eng)
+    with eng.begin() as conn:
+        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    eng.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated, empty database: SQLite in the test's directory, or the session's PostgreSQL one."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "edgemon.db")
         eng = make_engine(f"sqlite:///{tmp_path}/edgemon.db")
-        migrations.upgrade(eng)
     else:
         eng = make_engine(request.getfixturevalue("pg_session_url"))
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)

@@ -291,17 +291,27 @@ def test_a_dashboard_path_too_long_for_the_file_system_is_not_a_500(engine, tmp_
     response.close()
 
 
-@pytest.mark.parametrize(("url", "status", "message"), BAD, ids=[b[0][:60] for b in BAD])
-def test_bad_parameters_get_a_4xx_with_a_json_message(client, url, status, message):
-    body = get(client, url, status)
-    assert status == 200 or message in body["error"]
+def test_bad_parameters_get_a_4xx_with_a_json_message(client):
+    # One filled database for every case (filling one per case cost 17 s of the fast loop); each
+    # case that goes wrong is listed with what it got.
+    wrong = []
+    for url, status, message in BAD:
+        response = client.get(url)
+        body = response.get_json(silent=True)
+        if (
+            response.status_code != status
+            or not isinstance(body, dict)
+            or (status != 200 and message not in str(body.get("error")))
+        ):
+            wrong.append((url, response.status_code, response.get_data(as_text=True)[:200]))
+    assert wrong == []
 
 
-@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_read_only(client, method):
-    response = getattr(client, method)("/api/v1/devices")
-    assert response.status_code == 405
-    assert "read-only" in response.get_json()["error"]
+def test_read_only(client):
+    for method in ("post", "put", "patch", "delete"):
+        response = getattr(client, method)("/api/v1/devices")
+        assert response.status_code == 405, method
+        assert "read-only" in response.get_json()["error"]
 
 
 def test_rejects_are_listed_newest_first_and_paginated(client, store):
