@@ -105,15 +105,16 @@ def store(engine: Engine) -> Store:
 class CollectorProc:
     """``edgemon-server collect`` in a subprocess, logging JSON lines to a file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.log = log
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> CollectorProc:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [str(SERVER_BIN), "collect"], env={**os.environ, **self.env}, stdout=fh, stderr=fh
+                [str(SERVER_BIN), "collect", *self.args], env={**os.environ, **self.env}, stdout=fh, stderr=fh
             )
         return self
 

@@ -29,12 +29,18 @@ class Receiver_:  # noqa: N801 - a test double of a receiver
         self.status = 200
         self.delay = 0.0
         """Seconds each answer takes (a slow receiver)."""
+        self.gate: threading.Event | None = None
+        """When set to an event, each request waits for it before it is answered (``arrived`` is set)."""
+        self.arrived = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.tried.append(self.headers["Idempotency-Key"])
+                outer.arrived.set()
+                if outer.gate is not None:
+                    outer.gate.wait(60)
                 time.sleep(outer.delay)
                 if outer.status == 200:
                     outer.bodies.append(json.loads(data))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import pytest
@@ -288,3 +290,52 @@ def test_the_periodic_summary_goes_once_per_period(store, engine, receiver):
     assert "2 devices" in body["message"]
     clock.t += 3600
     assert n.enqueue_summary() == 1, "the next period's"
+
+
+@pytest.mark.slow
+def test_a_collector_sigkilled_between_the_send_and_its_record_repeats_only_that_key(
+    receiver, collector_env, sqlite_url, tmp_path
+):
+    from sqlalchemy import func
+
+    from edgemon_server.db import make_engine
+    from edgemon_server.gaps import GapTracker
+    from edgemon_server.store import Store
+    from tests.server.conftest import CollectorProc
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(
+        f'[[notify.receiver]]\nname = "ops"\nurl = "{receiver.url}"\ntimeout = 1\n\n'
+        '[[notify.route]]\nmatch = { rule = "disk_full" }\nreceivers = ["ops"]\ngroup_wait = "0s"\n'
+    )
+    env = collector_env(sqlite_url)
+    first = CollectorProc(env, tmp_path / "first.log", ("-c", str(cfg))).start()
+    first.wait_subscribed()
+    engine = make_engine(sqlite_url)
+    deadline = time.monotonic() + 20
+    with engine.connect() as conn:  # the notifier has started: it counts from the newest event
+        while not conn.execute(select(func.count()).select_from(Notification)).scalar() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    receiver.gate = threading.Event()
+    store = Store(engine, gaps=GapTracker(engine, resend_after=60))
+    fire(store, "k9", 1, [alert("disk_full", "disk-a", "critical", time.time())], time.time())
+    assert receiver.arrived.wait(20), first.log.read_text()
+    first.stop(signal.SIGKILL)  # the receiver has it; the collector never hears its answer
+    receiver.gate.set()
+    with engine.connect() as conn:
+        status = conn.execute(select(Notification.status).where(Notification.receiver == "ops")).scalar()
+    assert status == "sending", "not recorded as sent"
+    second = CollectorProc(env, tmp_path / "second.log", ("-c", str(cfg))).start()
+    try:
+        deadline = time.monotonic() + 60  # the dead sender's lease (timeout + 30 s) runs out first
+        while len(receiver.tried) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # nothing more comes
+    finally:
+        second.stop()
+    assert len(receiver.tried) == 2, "sent again once: never lost"
+    assert receiver.tried[0] == receiver.tried[1], "with the same key, for the receiver to drop the repeat"
+    with engine.connect() as conn:
+        status = conn.execute(select(Notification.status).where(Notification.receiver == "ops")).scalar()
+    assert status == "sent"
+    engine.dispose()
