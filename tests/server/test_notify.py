@@ -9,11 +9,14 @@ import time
 import pytest
 from sqlalchemy import select
 
+from edgemon_protocol import meta
 from edgemon_protocol.config import ConfigError, Where
+from edgemon_protocol.meta import Metric
 from edgemon_protocol.payload import utc_timestamp
 from edgemon_server import notify, notify_config, notify_deliver, notify_messages, silences
 from edgemon_server.db import Notification
 from edgemon_server.notify_config import NotifyConfig, Receiver
+from edgemon_server.store import Message
 from tests.server.notifying import Clock, alert, fire, notifier
 
 
@@ -277,7 +280,10 @@ def test_the_periodic_summary_goes_once_per_period(store, engine, receiver):
     )
     n = notify.Notifier(engine, config, clock)
     fire(store, "s1", 1, [alert("disk_full", "disk-a", "critical", clock.t)], clock.t)
-    fire(store, "s2", 1, [], clock.t)
+    fire(store, "s2", 50, [], clock.t)
+    cpu = {"cpu-percent": Metric("%", headline="CPU")}
+    for device in ("s1", "s2"):
+        store.write([Message(f"devices/{device}/meta", meta.encode(device, utc_timestamp(clock.t), cpu), clock.t)])
     assert n.enqueue_summary() == 1
     assert n.enqueue_summary() == 0, "once per period, whatever restarts"
     assert n.send_summaries("ops") == 1
@@ -288,6 +294,9 @@ def test_the_periodic_summary_goes_once_per_period(store, engine, receiver):
     assert body["summary"]["firing"]["critical"] == 1
     assert body["summary"]["top_devices"] == [{"device": "s1", "firing": 1}]
     assert "2 devices" in body["message"]
+    busiest = body["summary"]["top_by_headline"]["CPU"]
+    assert [(b["device"], b["value"]) for b in busiest] == [("s2", 50.5), ("s1", 1.5)], "the busiest first"
+    assert "top CPU: s2 50.5 %" in body["message"]
     clock.t += 3600
     assert n.enqueue_summary() == 1, "the next period's"
 
