@@ -86,8 +86,8 @@ THRESHOLD_KEYS = (
 
 def render() -> str:
     from edgemon import config as agent_config
-    from edgemon import rules
     from edgemon_protocol import meta, mqtt, topics
+    from edgemon_protocol import thresholds as rules
     from edgemon_server import config as server_config
     from edgemon_server.openapi import document
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from edgemon import config as config_mod
-from edgemon import rules
 from edgemon.agent import Agent
 from edgemon.config import ConfigError
+from edgemon_protocol import thresholds as rules
 from edgemon_protocol.alerting import Threshold
 from tests.conftest import plugin_module
 

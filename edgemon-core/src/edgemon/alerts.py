@@ -1,7 +1,7 @@
 """Alerts at the edge: threshold rules and plugin rules through one engine, state kept across restarts.
 
 Each cycle the agent hands :meth:`Alerts.evaluate` the merged metrics and what each plugin rule
-returned. Threshold rules (:mod:`edgemon.rules`) are judged on the flattened metrics; a plugin rule's
+returned. Threshold rules (:mod:`edgemon_protocol.thresholds`) are judged on the flattened metrics; a plugin rule's
 answer is the set of conditions active this cycle (``{"key", "severity", "message", "value"}``
 each), and each condition gets the same state machine (:mod:`edgemon_protocol.alerting`), so plugin
 rules have ``for``/``clear_for`` dwell and persistence for free. A rule that raised or timed out

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edgemon import rules
 from edgemon_protocol import mqtt as wire
+from edgemon_protocol import thresholds as rules
 from edgemon_protocol.alerting import Threshold
 from edgemon_protocol.config import ConfigError, Where, check_ranges, coerce, load_sections
 from edgemon_protocol.ids import DEVICE_ID_RE, device_id_from
@@ -103,7 +103,10 @@ class Config:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     thresholds: tuple[Threshold, ...] = rules.DEFAULTS
-    """The threshold rules in effect: the shipped ones and ``[[alerts.threshold]]`` (:mod:`edgemon.rules`)."""
+    """The threshold rules in effect: the shipped ones and ``[[alerts.threshold]]``.
+
+    (:mod:`edgemon_protocol.thresholds`)
+    """
     source: str | None = None
     text: str = field(default="", repr=False, compare=False)
 

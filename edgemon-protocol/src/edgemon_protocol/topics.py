@@ -4,8 +4,10 @@ A device publishes under ``devices/<id>/`` and takes commands from ``devices/<id
 
     devices/<id>/monitoring        device -> server  one payload per cycle (QoS 1)
     devices/<id>/meta              device -> server  metric metadata: units, kinds, headlines (QoS 1)
-    devices/<id>/alerts            device -> server  reserved for alert transitions
-    devices/<id>/commands/<name>   server -> device  ``resend`` (see :mod:`edgemon_protocol.commands`)
+    devices/<id>/alerts            device -> server  alert transitions
+    devices/<id>/config            device -> server  remote configuration: get, report (:mod:`edgemon_protocol.remote`)
+    devices/<id>/commands/<name>   server -> device  ``resend`` (see :mod:`edgemon_protocol.commands`),
+                                                     ``config`` (a configuration version)
 
 A broker's policy (a Mosquitto ACL, an AWS IoT policy) lets each device use only its own
 ``devices/<id>/`` levels; :func:`device_acl` writes that rule once for both.
@@ -21,8 +23,9 @@ ROOT = "devices"
 MONITORING = "monitoring"
 META = "meta"
 ALERTS = "alerts"
+CONFIG = "config"
 COMMANDS = "commands"
-UPLINK = (MONITORING, META, ALERTS)
+UPLINK = (MONITORING, META, ALERTS, CONFIG)
 """What a device publishes, each to ``devices/<id>/<kind>``."""
 
 
@@ -39,6 +42,11 @@ def meta(device: str) -> str:
 def alerts(device: str) -> str:
     """Where ``device`` will publish alert transitions."""
     return f"{ROOT}/{device}/{ALERTS}"
+
+
+def config(device: str) -> str:
+    """Where ``device`` asks for its configuration and reports what it did with it."""
+    return f"{ROOT}/{device}/{CONFIG}"
 
 
 def commands(device: str) -> str:
@@ -80,7 +88,7 @@ def command_name(device: str, topic: str) -> str | None:
 
 def device_acl(who: str = "%u") -> list[str]:
     """A Mosquitto ACL pattern block: a device (``%u``: its certificate's CN) uses only its own topics."""
-    lines = [f"pattern write {t}" for t in (monitoring(who), meta(who), alerts(who))]
+    lines = [f"pattern write {t}" for t in (monitoring(who), meta(who), alerts(who), config(who))]
     return [*lines, f"pattern read {commands(who)}/#"]
 
 

@@ -23,6 +23,9 @@ Tables:
 - ``silences`` / ``notifications``: muted alerts (each with an end), and the delivery outbox.
 - ``notify_groups``: each (receiver, notification group) with an open alert: when it was last
   notified and when its reminder is due.
+- ``config_layers`` / ``config_versions`` / ``device_config`` / ``config_rollouts``: remote
+  configuration: the fleet, group and device layers, every compiled version of each device's
+  document, each device's desired, sent and applied version, and staged rollouts.
 - ``collectors``: a heartbeat per running collector (its counters), so that
   ``/healthz`` of an API process shows the collectors of other processes.
 """
@@ -252,6 +255,79 @@ class NotifyGroup(Base):
     repeat_at: Mapped[int] = mapped_column(BigInteger)
     """When the group's alerts still firing are sent again (a lease while that send is in flight)."""
     repeats: Mapped[int] = mapped_column(Integer)
+
+
+class ConfigLayer(Base):
+    """One layer of remote configuration: the fleet's, a group's (devices matching a glob) or a device's."""
+
+    __tablename__ = "config_layers"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_config_layers_scope_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    """``fleet``, ``group`` or ``device``; later scopes win."""
+    name: Mapped[str] = mapped_column(String(128))
+    """The group's name or the device id; empty for the fleet."""
+    match: Mapped[str] = mapped_column(String(256))
+    """The device ids a group's layer applies to (a glob); the device id or ``*`` otherwise."""
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    """An override's end: the layer is dropped then, and its devices get a version without it."""
+    updated: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConfigVersion(Base):
+    """One compiled document of one device; versions only grow, and every one is kept."""
+
+    __tablename__ = "config_versions"
+    __table_args__ = (Index("ix_config_versions_device", "device_id", "version"),)
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    hash: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    rollout_id: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceConfig(Base):
+    """A device's configuration: the version it should have, the one sent, and what it reported."""
+
+    __tablename__ = "device_config"
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    desired_version: Mapped[int | None] = mapped_column(Integer)
+    sent_version: Mapped[int] = mapped_column(Integer, default=0)
+    """The newest version the device has or was sent (its ``get`` resets it to what it has)."""
+    applied_version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(16))
+    """The device's last report: ``applied``, ``rejected``, ``rolled_back`` or ``expired``."""
+    reported_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ConfigRollout(Base):
+    """A push of one layer: to a canary share first, then to the rest, or aborted."""
+
+    __tablename__ = "config_rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    match: Mapped[str] = mapped_column(String(256))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    canary: Mapped[list[str]] = mapped_column(JSON)
+    """The devices that get it first (empty: everyone at once)."""
+    wait_s: Mapped[float] = mapped_column(Double)
+    abort_on_rejects: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    """``canary`` (waiting on the canary devices), ``complete`` or ``aborted``."""
+    reason: Mapped[str] = mapped_column(Text)
+    created: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[int] = mapped_column(BigInteger)
 
 
 class CollectorHeartbeat(Base):

@@ -1,4 +1,4 @@
-"""Threshold rules: the ones the agent ships, and ``[[alerts.threshold]]`` tables from its TOML file.
+"""Threshold rules: the ones the agent ships, and ``[[alerts.threshold]]`` tables (the agent's TOML, remote documents).
 
 ::
 
