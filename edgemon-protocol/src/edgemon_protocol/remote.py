@@ -43,6 +43,8 @@ STATUSES = ("applied", "rejected", "rolled_back", "expired")
 (no payload was acknowledged after it was applied); expired (its ``expires_at`` passed: reverted)."""
 MAX_BYTES = 64 * 1024
 """A document and its envelope at most (an AWS IoT shadow holds 8 KB; a message 128 KB)."""
+COMMAND = "config"
+"""The command name (``devices/<id>/commands/config``) a version travels under."""
 ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "plugins", "alerts")
 """What a device lets remote documents change unless its ``[remote_config] allow`` says otherwise."""
 

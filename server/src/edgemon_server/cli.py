@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from edgemon_protocol import logs
 from edgemon_protocol.config import ConfigError
 from edgemon_protocol.mqtt import is_loopback
-from edgemon_server import __version__, migrations
+from edgemon_server import __version__, cli_config, migrations
 from edgemon_server.config import ServerConfig, api_token, load, split_bind
 from edgemon_server.db import make_engine
 from edgemon_server.gaps import GapTracker
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     notify_sub = notify.add_subparsers(dest="notify_command", required=True)
     ntest = notify_sub.add_parser("test", parents=[common], help="send a test message to a receiver")
     ntest.add_argument("receiver")
+    cli_config.add_parsers(sub, common)
     return parser
 
 
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return _silence(args, engine)
         if args.command == "notify":
             return _notify_test(config, args.receiver)
+        if args.command == "config":
+            return cli_config.run(args, engine)
         if args.command == "collect":
             return _collect(config, engine)
         return _serve(config, engine, with_collector=args.command == "run", no_auth=args.no_auth)

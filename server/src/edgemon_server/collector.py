@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from edgemon_protocol import commands, topics
+from edgemon_protocol import commands, remote, topics
 from edgemon_protocol.certs import subject_cn
 from edgemon_protocol.config import ConfigError
 from edgemon_protocol.mqtt import (
@@ -53,6 +53,8 @@ from edgemon_protocol.mqtt import (
     refused_codes,
     subscribe5,
 )
+from edgemon_protocol.payload import utc_timestamp
+from edgemon_server import fleet_config
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
 from edgemon_server.notify import Notifier
@@ -60,9 +62,11 @@ from edgemon_server.store import Message, Store
 
 log = logging.getLogger(__name__)
 
-KINDS = (topics.MONITORING, topics.META, topics.ALERTS)
-"""What the collector stores: payloads, metric metadata and alert transitions."""
+KINDS = (topics.MONITORING, topics.META, topics.ALERTS, topics.CONFIG)
+"""What the collector takes: payloads, metric metadata, alert transitions, configuration requests and reports."""
 SWEEP_EVERY = 1.0
+CONFIG_EVERY = 1.0
+"""Seconds between two looks for configuration to send and rollouts to move on."""
 HEARTBEAT_EVERY = 5.0
 
 
@@ -297,6 +301,7 @@ class Collector:
         last_beat = 0.0
         last_prune = time.monotonic()
         last_silent = 0.0
+        last_config = 0.0
         batch: list[Message] = []
         delay = 0.5
         while not (self._stop.is_set() and self.queue.empty() and not batch):
@@ -339,6 +344,12 @@ class Collector:
                     self._ask_for_gaps()
                 except Exception as exc:  # noqa: BLE001 - asking for resends is best effort; storing goes on
                     log.error("could not ask for missing payloads", extra={"reason": repr(exc)[:300]})
+            if now - last_config >= CONFIG_EVERY:
+                last_config = now
+                try:
+                    self._push_configs()
+                except Exception as exc:  # noqa: BLE001 - configuration is sent again at the next try or connect
+                    log.error("could not send configuration", extra={"reason": repr(exc)[:300]})
             if now - last_silent >= SILENT_EVERY:
                 last_silent = now
                 try:
@@ -378,6 +389,28 @@ class Collector:
         self._stop.set()
         self.on_fatal(reason)
 
+    def _push_configs(self) -> None:
+        """Move rollouts on, then send each device a desired configuration version newer than it has."""
+        for change in fleet_config.advance(self.store.engine, round(time.time() * 1000)):
+            log.info("configuration", extra={"reason": str(change)[:300]})
+        if not self.connected.is_set():
+            return
+        with self.store.engine.begin() as conn:
+            for row in fleet_config.due(conn):
+                expires = utc_timestamp(row["expires_at"] / 1000) if row["expires_at"] else None
+                body = remote.encode_desired(row["version"], row["document"], expires)
+                self._publish(topics.command(row["device_id"], remote.COMMAND), body)
+                fleet_config.mark_sent(conn, row["device_id"], row["version"])
+                log.info(
+                    "configuration sent", extra={"device": row["device_id"], "reason": f"version {row['version']}"}
+                )
+
+    def _publish(self, topic: str, body: bytes) -> None:
+        if self.config.mqtt.protocol == "3.1.1":
+            self.client.publish(topic, body, self.mqtt3.QoS.AT_LEAST_ONCE)
+        else:
+            publish5(self.client, topic, body)
+
     def _ask_for_gaps(self) -> None:
         if self.gaps is None or not self.connected.is_set():
             return
@@ -389,11 +422,7 @@ class Collector:
             )
         for gap in due:
             topic = topics.command(gap.device, commands.RESEND)
-            body = commands.encode_resend(gap.first, gap.last)
-            if self.config.mqtt.protocol == "3.1.1":
-                self.client.publish(topic, body, self.mqtt3.QoS.AT_LEAST_ONCE)
-            else:
-                publish5(self.client, topic, body)
+            self._publish(topic, commands.encode_resend(gap.first, gap.last))
             self.stats.resend_requests += 1
             log.info(
                 "asked a device for missing payloads",

@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from edgemon_protocol import topics
 from edgemon_protocol.payload import MAX_SEQ
-from edgemon_server import alert_state
+from edgemon_server import alert_state, fleet_config
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
 from edgemon_server.validate import (
@@ -43,6 +43,7 @@ from edgemon_server.validate import (
     device_of,
     escape,
     parse,
+    parse_config,
     parse_meta,
     parse_transition,
 )
@@ -64,6 +65,7 @@ COLLECTORS = Base.metadata.tables["collectors"]
 META = Base.metadata.tables["metric_meta"]
 META_SUFFIX = "/" + topics.META
 ALERTS_SUFFIX = "/" + topics.ALERTS
+CONFIG_SUFFIX = "/" + topics.CONFIG
 KEEP_BYTES = 1024
 """How much of a rejected payload the dead-letter table keeps."""
 
@@ -158,9 +160,13 @@ class Store:
         accepted: list[Accepted] = []
         described: list[Described] = []
         transitions: list[dict[str, Any]] = []
+        configs: list[tuple[str, dict[str, Any]]] = []
         rejects: list[tuple[Message, str]] = []
         for msg in messages:
             try:
+                if msg.topic.endswith(CONFIG_SUFFIX):
+                    configs.append(parse_config(msg.topic, msg.body))
+                    continue
                 if msg.topic.endswith(META_SUFFIX):
                     described.append(parse_meta(msg.topic, msg.body, self.limits, now))
                     continue
@@ -175,7 +181,7 @@ class Store:
                 log.error("validation error", extra={"topic": escape(msg.topic, 200), "reason": reason}, exc_info=True)
                 rejects.append((msg, reason))
         try:
-            result = self._transaction(accepted, rejects, now, described, transitions)
+            result = self._transaction(accepted, rejects, now, described, transitions, configs)
         except OperationalError:
             self._forget()
             raise
@@ -225,6 +231,7 @@ class Store:
         now: float,
         described: Sequence[Described] = (),
         transitions: Sequence[dict[str, Any]] = (),
+        configs: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> Result:
         result = Result(rejected=len(rejects), described=len(described))
         now_ms = round(now * 1000)
@@ -243,6 +250,8 @@ class Store:
                 self._describe(conn, doc, now_ms)
             if transitions:
                 result.alert_events += alert_state.apply_transitions(conn, transitions, now_ms, self._insert)
+            for device, message in configs:
+                fleet_config.handle(conn, device, message, now_ms)
             if rejects:
                 conn.execute(
                     REJECTS.insert(),

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgemon_protocol import alerting, meta, topics
+from edgemon_protocol import alerting, meta, remote, topics
 from edgemon_protocol.flatten import SEP, CollisionError, flatten
 from edgemon_protocol.ids import KEY_RE, RULE_RE, TS_RE
 from edgemon_protocol.payload import MAX_INTERVAL, MAX_SEQ, MAX_STRING, SEVERITIES
@@ -142,6 +142,21 @@ def parse_transition(topic: str, body: bytes, limits: Limits, now: float) -> dic
     if doc["at_ms"] > (now + limits.max_future_s) * 1000:
         raise RejectedError(f"at is more than {limits.max_future_s:g} s ahead of the server's clock")
     return doc
+
+
+def parse_config(topic: str, body: bytes) -> tuple[str, dict[str, Any]]:
+    """Validate a device's remote-configuration message (``devices/<id>/config``): ``(device, message)``.
+
+    Raises:
+        RejectedError: with the reason.
+    """
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind != topics.CONFIG:
+        raise RejectedError(f"topic {topic[:200]!r} is not devices/<id>/config")
+    try:
+        return parsed.device, remote.parse_uplink(body)
+    except ValueError as exc:
+        raise RejectedError(str(exc)) from None
 
 
 @dataclass(frozen=True)
