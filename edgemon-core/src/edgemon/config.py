@@ -26,12 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from edgemon_protocol import mqtt as wire
+from edgemon_protocol import remote
 from edgemon_protocol import thresholds as rules
 from edgemon_protocol.alerting import Threshold
 from edgemon_protocol.config import ConfigError, Where, check_ranges, coerce, load_sections
 from edgemon_protocol.ids import DEVICE_ID_RE, device_id_from
 
-__all__ = ["AgentSettings", "Config", "ConfigError", "MqttSettings", "coerce", "load", "plugin_settings"]
+__all__ = [
+    "AgentSettings",
+    "Config",
+    "ConfigError",
+    "MqttSettings",
+    "RemoteSettings",
+    "coerce",
+    "load",
+    "plugin_settings",
+]
 
 DEFAULT_CONFIG = Path("/etc/edgemon/agent.toml")
 CORE_PLUGIN_KEYS = {"enabled": True, "interval": 0.0, "timeout": 0.0}
@@ -96,6 +106,26 @@ class MqttSettings(wire.MqttSettings):
 
 
 @dataclass(frozen=True)
+class RemoteSettings:
+    """The ``[remote_config]`` section: what configuration from the server may change on this device.
+
+    Attributes:
+        enabled: take configuration from the server (only in MQTT mode).
+        allow: what a remote document may set: sections or keys (``agent.interval``, ``plugins``,
+            ``plugins.disk``, ``alerts``). The MQTT settings, certificates, the state directory and
+            the client id can never be set remotely.
+        lock: keys a remote document may not change even where ``allow`` lets it (``plugins.gpu-nvml``).
+        confirm_within: seconds after applying a version within which a payload must be acknowledged;
+            otherwise the agent rolls back to the last good version and says so.
+    """
+
+    enabled: bool = True
+    allow: list[str] = field(default_factory=lambda: list(remote.ALLOW_DEFAULT))
+    lock: list[str] = field(default_factory=list)
+    confirm_within: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole effective configuration."""
 
@@ -109,6 +139,9 @@ class Config:
     """
     source: str | None = None
     text: str = field(default="", repr=False, compare=False)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
+    remote_version: int = 0
+    """The remote configuration version applied over the file (0: the file alone)."""
 
     @property
     def device_id(self) -> str:
@@ -116,10 +149,11 @@ class Config:
         return self.agent.client_id or device_id_from(socket.gethostname())
 
 
-SECTIONS: dict[str, type[Any]] = {"agent": AgentSettings, "mqtt": MqttSettings}
+SECTIONS: dict[str, type[Any]] = {"agent": AgentSettings, "mqtt": MqttSettings, "remote_config": RemoteSettings}
 ENV_MAPS: dict[str, dict[str, str]] = {
     "agent": {f"EDGEMON_{f.name.upper()}": f.name for f in fields(AgentSettings)},
     "mqtt": {f"EDGEMON_MQTT_{f.name.upper()}": f.name for f in fields(MqttSettings)},
+    "remote_config": {f"EDGEMON_REMOTE_CONFIG_{f.name.upper()}": f.name for f in fields(RemoteSettings)},
 }
 CHOICES = {
     "output": ("auto", "stdout", "mqtt"),
@@ -132,6 +166,8 @@ def load(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    remote_doc: Mapping[str, Any] | None = None,
+    remote_version: int = 0,
 ) -> Config:
     """Build the effective configuration.
 
@@ -140,6 +176,10 @@ def load(
             ``/etc/edgemon/agent.toml`` when it exists, else defaults only.
         environ: the environment (default ``os.environ``).
         overrides: ``{"agent": {...}, "mqtt": {...}}`` from CLI flags; ``None`` values are ignored.
+        remote_doc: a remote configuration document (:mod:`edgemon_protocol.remote`, checked), laid
+            over the file, the variables and the flags: what it sets wins; what it leaves out keeps
+            the local value, so the file stays the floor.
+        remote_version: that document's version.
 
     Raises:
         ConfigError: naming the file, line and key.
@@ -153,6 +193,10 @@ def load(
         path, env, overrides, SECTIONS, ENV_MAPS, extra=("plugins", "alerts"), removed=wire.REMOVED
     )
     agent: AgentSettings = parsed["agent"]
+    layer = remote_doc or {}
+    if layer.get("agent"):
+        changes: dict[str, Any] = {key: float(value) for key, value in layer["agent"].items()}
+        agent = replace(agent, **changes)
     if agent.timeout == 0:
         agent = replace(agent, timeout=min(2.0, agent.interval / 2))
     agent_raw = raw.get("agent", {})
@@ -163,7 +207,14 @@ def load(
     plugins_raw = raw.get("plugins", {})
     if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
         raise ConfigError(f"{where.at('plugins', None)}[plugins.<name>] sections must be tables")
-    user, defaults = rules.thresholds(raw.get("alerts"), where)
+    alerts_raw = raw.get("alerts")
+    if layer:
+        plugins_raw = remote.merge(plugins_raw, layer.get("plugins", {}))
+        alerts_raw = remote.merge(alerts_raw or {}, layer["alerts"]) if "alerts" in layer else alerts_raw
+    user, defaults = rules.thresholds(alerts_raw, where)
+    settings: RemoteSettings = parsed["remote_config"]
+    if settings.confirm_within < 10:
+        raise ConfigError(f"{where.at('remote_config', 'confirm_within')}remote_config.confirm_within: at least 10 s")
     return Config(
         agent=agent,
         mqtt=parsed["mqtt"],
@@ -171,6 +222,8 @@ def load(
         thresholds=tuple(rules.effective(user, defaults)),
         source=where.source,
         text=where.text,
+        remote=settings,
+        remote_version=remote_version if layer else 0,
     )
 
 
