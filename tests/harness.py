@@ -31,20 +31,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edgemon_protocol import topics
+
 COLLECTOR_CN = "edgemon-collector"
 SUBSCRIBER_CN = "edgemon-collector-sub"
 """The tests' subscriber: a collector identity of its own (the client id is the CN)."""
 MAX_PACKET = 256 * 1024
 
 ACL = (
-    "# Devices (CN = user = client id): their own payloads, metadata and alerts, their own commands.\n"
-    "pattern write devices/%u/monitoring\n"
-    "pattern write devices/%u/meta\n"
-    "pattern write devices/%u/alerts\n"
-    "pattern read devices/%u/commands/#\n"
+    "# Devices (CN = user = client id): their own payloads, metadata, alerts and configuration, their own commands.\n"
+    + "".join(f"{line}\n" for line in topics.device_acl())
 ) + "".join(
-    f"\nuser {name}\ntopic read devices/+/monitoring\ntopic read devices/+/meta\ntopic read devices/+/alerts\n"
-    "topic write devices/+/commands/#\n"
+    f"\nuser {name}\n" + "".join(f"{line}\n" for line in topics.collector_acl())
     for name in (COLLECTOR_CN, SUBSCRIBER_CN, *(f"{COLLECTOR_CN}-{i}" for i in range(1, 9)))
 )
 """The same rules as ``edgemon-server certs init`` writes (a server test checks they agree), with

@@ -41,7 +41,9 @@ def test_the_schema_holds_the_same_patterns_as_the_code():
 
 @given(ids_st, st.sampled_from(topics.UPLINK))
 def test_every_uplink_topic_parses_back_and_reaches_the_server(device, kind):
-    topic = {"monitoring": topics.monitoring, "meta": topics.meta, "alerts": topics.alerts}[kind](device)
+    topic = {"monitoring": topics.monitoring, "meta": topics.meta, "alerts": topics.alerts, "config": topics.config}[
+        kind
+    ](device)
     assert topics.parse(topic) == (device, kind)
     assert mqtt_matches(topics.subscription(kind), topic)
     assert mqtt_matches(topics.subscription(kind, "collectors"), topic)
@@ -80,6 +82,7 @@ def test_the_acl_lets_a_device_use_only_its_own_topics():
         "pattern write devices/%u/monitoring",
         "pattern write devices/%u/meta",
         "pattern write devices/%u/alerts",
+        "pattern write devices/%u/config",
         "pattern read devices/%u/commands/#",
     }
     assert "topic write devices/+/commands/#" in topics.collector_acl()

@@ -104,6 +104,7 @@ class Agent(PluginHost):
         self.last_clock_step = 0.0
         self.payload_drops = 0
         self._started = False
+        self._closed = False
 
     def start(self) -> None:
         """Load plugins, start them (see :meth:`PluginHost.start_plugins`), and prepare the runners."""
@@ -242,6 +243,7 @@ class Agent(PluginHost):
             "rules": {name: stats.to_tree() for name, stats in self.rule_runner.stats.items()},
             "plugins": {s: statuses.count(s) for s in ("loaded", "unavailable", "failed", "disabled")},
             "plugin": self.plugin_states(),
+            "config": {"version": self.config.remote_version},
         }
         if self.alerts is not None:
             tree["alerts"] = self.alerts.stats()
@@ -336,8 +338,13 @@ class Agent(PluginHost):
                 log.error("could not hand off metric metadata", extra={"reason": repr(exc)})
         return body
 
-    def run(self, sink: Sink | Callable[[dict[str, Any], bytes], None], stop: threading.Event) -> None:
-        """Emit a payload to ``sink`` every interval until ``stop`` is set.
+    def run(
+        self,
+        sink: Sink | Callable[[dict[str, Any], bytes], None],
+        stop: threading.Event,
+        after_cycle: Callable[[], None] | None = None,
+    ) -> None:
+        """Emit a payload to ``sink`` every interval until ``stop`` is set; ``after_cycle`` runs after each.
 
         The schedule runs on the monotonic clock: a step of the wall clock, either way, never
         delays or bursts it; payloads are stamped with the wall clock.
@@ -357,6 +364,8 @@ class Agent(PluginHost):
                 self.sink(payload, body)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - a failing sink is logged; the loop goes on
                 log.error("could not hand off payload", extra={"seq": payload["seq"], "reason": repr(exc)})
+            if after_cycle is not None:
+                after_cycle()
 
         # Everything alive now (modules, plugins, settings) lives as long as the process: move it out
         # of the garbage collector's sight, so that its full collections walk only what cycles create.
@@ -367,7 +376,10 @@ class Agent(PluginHost):
         run_forever(scheduler, stop, self.monotonic)
 
     def close(self) -> None:
-        """Call every started plugin's ``edgemon_shutdown`` and stop the worker threads."""
+        """Call every started plugin's ``edgemon_shutdown`` and stop the worker threads (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.alerts is not None:
             self.alerts.close()
         self.shutdown_plugins(self._started)

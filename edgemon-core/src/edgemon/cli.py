@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -37,8 +36,8 @@ from edgemon import __version__, cli_rules, isolate, metadata, sanitize
 from edgemon import payload as payload_mod
 from edgemon.agent import Agent
 from edgemon.config import Config, ConfigError, load
+from edgemon.daemon import Daemon, output_of
 from edgemon.plugins import allowed_from_env
-from edgemon.sink import Sink, StdoutSink
 from edgemon_protocol import logs
 
 log = logging.getLogger("edgemon.cli")
@@ -91,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, remote_doc: Mapping[str, Any] | None = None, remote_version: int = 0) -> Config:
     agent = {
         key: getattr(args, key, None)
         for key in ("client_id", "interval", "timeout", "state_dir", "log_format", "log_level", "output")
@@ -104,7 +103,12 @@ def _config(args: argparse.Namespace) -> Config:
         "key": getattr(args, "mqtt_key", None),
         "insecure_local": getattr(args, "insecure_local", None),
     }
-    return load(getattr(args, "config", None), overrides={"agent": agent, "mqtt": mqtt})
+    return load(
+        getattr(args, "config", None),
+        overrides={"agent": agent, "mqtt": mqtt},
+        remote_doc=remote_doc,
+        remote_version=remote_version,
+    )
 
 
 class _LogStdout(io.TextIOBase):
@@ -220,14 +224,7 @@ def _dispatch(args: argparse.Namespace, agent: Agent, out: TextIO) -> int:
         payload, _body = agent.cycle_body()
         print(json.dumps(payload, indent=2, allow_nan=False), file=out)
         return 0
-    return _run(agent, out)
-
-
-def _output(config: Config) -> str:
-    output = config.agent.output
-    if output == "auto":
-        output = "mqtt" if config.mqtt.endpoint else "stdout"
-    return output
+    return Daemon(agent, out, lambda doc, version: _config(args, doc, version)).run()
 
 
 def _check_config(agent: Agent, out: TextIO) -> int:
@@ -235,7 +232,7 @@ def _check_config(agent: Agent, out: TextIO) -> int:
     agent.load()
     config = agent.config
     device_id = config.device_id
-    output = _output(config)
+    output = output_of(config)
     if output == "mqtt":
         from edgemon.identity import check_settings  # noqa: PLC0415 - only in MQTT mode
 
@@ -322,39 +319,6 @@ def _plugins_test(agent: Agent, name: str, out: TextIO) -> int:
     elif not tree:
         print(f"edgemon-agent: plugin {name} produced nothing", file=sys.stderr)
     return 1 if problems or not tree else 0
-
-
-def _run(agent: Agent, out: TextIO) -> int:
-    config = agent.config
-    sink: Sink
-    mqtt_sink = None
-    if _output(config) == "mqtt":
-        from edgemon.identity import check_settings  # noqa: PLC0415 - only in MQTT mode
-        from edgemon.transport import MqttSink  # noqa: PLC0415
-
-        agent.device_id = check_settings(config)
-        agent.start()
-        sink = mqtt_sink = MqttSink(config, agent.device_id)
-        mqtt_sink.start()
-    else:
-        agent.start()
-        sink = StdoutSink(out)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("stopping", extra={"reason": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    try:
-        agent.run(sink, stop)
-    finally:
-        if mqtt_sink is not None:
-            mqtt_sink.stop()
-    return 0
 
 
 def _status(config: Config, as_json: bool, out: TextIO) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ from edgemon.buffer import Buffer, Entry
 from edgemon.config import Config
 from edgemon.connection import Connection, Connection311, TransportStatus
 from edgemon.forwarder import Forwarder
-from edgemon.payload import MAX_BYTES, dumps, subtree_sizes
-from edgemon_protocol import topics
+from edgemon.payload import MAX_BYTES, dumps, subtree_sizes, utc_timestamp
+from edgemon.remote_config import RemoteState, Report
+from edgemon_protocol import remote, topics
 from edgemon_protocol.alerting import Transition, encode_transition
 from edgemon_protocol.mqtt import NOT_AUTHORIZED, explain
 
@@ -81,14 +83,29 @@ class MqttSink:
             else Connection(config.mqtt, client_id, self.status)
         )
         self.forwarder = Forwarder(self.buffer, self.connection, config.mqtt, state / "status.json")
+        self.config_topic = topics.config(client_id)
+        self.remote: RemoteState | None = None
+        """Set when remote configuration is on: a ``get`` goes out with its version on every connection."""
+        self.on_config: Callable[[bytes], None] = lambda _body: None
+        """Called (on an MQTT thread) with each configuration version the server sends."""
+        self._reports: list[bytes] = []
         forward = self.connection.on_change
+        forward_command = self.connection.on_command
 
         def changed() -> None:
             forward()
             if self.connection.connected.is_set():
                 self._send_meta(force=time.monotonic() >= self._meta_refused_until)
+                self._send_config()
+
+        def command(name: str, body: bytes) -> None:
+            if name == remote.COMMAND:
+                self.on_config(body)
+            else:
+                forward_command(name, body)
 
         self.connection.on_change = changed
+        self.connection.on_command = command
 
     def last_seq(self) -> int:
         """The highest seq in the buffer (payloads are stored with their seq)."""
@@ -150,6 +167,30 @@ class MqttSink:
             "metric metadata not delivered; sent again on the next connection",
             extra={"topic": self.meta_topic, "reason": reason},
         )
+
+    def report(self, report: Report) -> None:
+        """Tell the server what was done with a configuration version (now, or on the next connection)."""
+        body = remote.encode_report(
+            report.version, report.hash, report.status, report.error, utc_timestamp(time.time())
+        )
+        with self._meta_lock:
+            self._reports = [*self._reports, body][-20:]
+        if self.connection.connected.is_set():
+            self._send_config(ask=False)
+
+    def _send_config(self, ask: bool = True) -> None:
+        """The queued reports, then (on a new connection) the ``get`` with the applied version."""
+        if self.remote is None:
+            return
+        with self._meta_lock:
+            bodies, self._reports = self._reports, []
+        if ask:
+            bodies.append(self.remote.get_message())
+        for body in bodies:
+            try:
+                self.connection.publish(self.config_topic, body)
+            except Exception as exc:  # noqa: BLE001 - asked again on the next connection
+                log.warning("remote configuration message not sent", extra={"reason": repr(exc)})
 
     def start(self) -> None:
         """Connect and start forwarding (including what an earlier run left buffered)."""
