@@ -338,13 +338,8 @@ class Agent(PluginHost):
                 log.error("could not hand off metric metadata", extra={"reason": repr(exc)})
         return body
 
-    def run(
-        self,
-        sink: Sink | Callable[[dict[str, Any], bytes], None],
-        stop: threading.Event,
-        after_cycle: Callable[[], None] | None = None,
-    ) -> None:
-        """Emit a payload to ``sink`` every interval until ``stop`` is set; ``after_cycle`` runs after each.
+    def run(self, sink: Sink | Callable[[dict[str, Any], bytes], None], stop: threading.Event) -> None:
+        """Emit a payload to ``sink`` every interval until ``stop`` is set.
 
         The schedule runs on the monotonic clock: a step of the wall clock, either way, never
         delays or bursts it; payloads are stamped with the wall clock.
@@ -364,8 +359,6 @@ class Agent(PluginHost):
                 self.sink(payload, body)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - a failing sink is logged; the loop goes on
                 log.error("could not hand off payload", extra={"seq": payload["seq"], "reason": repr(exc)})
-            if after_cycle is not None:
-                after_cycle()
 
         # Everything alive now (modules, plugins, settings) lives as long as the process: move it out
         # of the garbage collector's sight, so that its full collections walk only what cycles create.

@@ -44,6 +44,8 @@ class TransportStatus:
     connected_since: float | None = None
     published: int = 0
     acked: int = 0
+    acked_seq: int = 0
+    """The highest payload ``seq`` the broker acknowledged."""
     failed: int = 0
     refused_too_large: int = 0
     connects: int = 0

@@ -24,6 +24,9 @@ from edgemon.sink import Sink, StdoutSink
 
 log = logging.getLogger(__name__)
 
+WATCH_EVERY = 1.0
+"""Seconds between two checks of the applied version (expiry, confirmation), independent of the interval."""
+
 Build = Callable[[Mapping[str, Any] | None, int], Config]
 """Loads the configuration again: the local file (read anew) with a remote document over it."""
 
@@ -71,6 +74,8 @@ class Daemon:
                 self.mqtt.remote = self.remote
                 self.mqtt.on_config = self._offered
             self.mqtt.start()
+            if self.remote is not None:
+                threading.Thread(target=self._watch, name="edgemon-remote-config", daemon=True).start()
         else:
             self.agent.start()
             sink = StdoutSink(self.out)
@@ -78,7 +83,7 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self.wake.clear()
-                self.agent.run(sink, self.wake, after_cycle=self._after_cycle)
+                self.agent.run(sink, self.wake)
                 if self.stop.is_set():
                     break
                 self._between_runs()
@@ -102,8 +107,8 @@ class Daemon:
 
     def _take(self, body: bytes) -> None:
         assert self.remote is not None
-        acked = self.mqtt.status.acked if self.mqtt is not None else 0
-        report = self.remote.offer(body, self._check, acked)
+        last_seq = self.mqtt.last_seq() if self.mqtt is not None else 0
+        report = self.remote.offer(body, self._check, last_seq)
         if report is None:
             return
         if report.status == "applied":
@@ -151,7 +156,9 @@ class Daemon:
                 "saved remote configuration no longer loads; the local file alone applies", extra={"reason": str(exc)}
             )
             return
+        device_id = self.agent.device_id
         self.agent = Agent(config, allowed=allowed_from_env(), keep_alert_state=True)
+        self.agent.device_id = device_id
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -160,15 +167,21 @@ class Daemon:
         self.offers.put(body)
         self.wake.set()
 
-    def _after_cycle(self) -> None:
-        """After each cycle: confirm, expire or roll back the applied version."""
-        if self.remote is None or self.mqtt is None:
-            return
-        for report in self.remote.tick(self.mqtt.status.acked):
-            self._report(report)
-            self._revert = True
-        if self._revert:
-            self.wake.set()
+    def _watch(self) -> None:
+        """Every second, whatever the interval: confirm, expire or roll back the applied version."""
+        while not self.stop.wait(WATCH_EVERY):
+            if self.remote is None or self.mqtt is None:
+                return
+            try:
+                reports = self.remote.tick(self.mqtt.status.acked_seq)
+            except Exception as exc:  # noqa: BLE001 - the guard must outlive one bad tick
+                log.error("remote configuration check failed", extra={"reason": repr(exc)})
+                continue
+            for report in reports:
+                self._report(report)
+            if reports:
+                self._revert = True
+                self.wake.set()
 
     def _report(self, report: Report) -> None:
         if self.mqtt is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from edgemon.buffer import Buffer, Entry
 from edgemon.config import MqttSettings
 from edgemon.connection import Connection, Connection311
+from edgemon_protocol import topics
 from edgemon_protocol.commands import RESEND, parse_resend
 from edgemon_protocol.mqtt import NOT_AUTHORIZED, is_aws_endpoint
 
@@ -156,8 +157,10 @@ class Forwarder:
             future = Future()
             future.set_exception(exc)
 
+        payload = topic.endswith("/" + topics.MONITORING)
+
         def done(f: Future[Any]) -> None:  # runs on an awscrt thread: hand over, never touch the buffer here
-            self._done.append((entry_id, seq, f))
+            self._done.append((entry_id, seq if payload else -seq, f))
             self._wake.set()
 
         future.add_done_callback(done)
@@ -170,12 +173,13 @@ class Forwarder:
             if reason is None:
                 self._acked.append(entry_id)
                 self.status.acked += 1
+                self.status.acked_seq = max(self.status.acked_seq, seq)  # alert transitions are negative here
                 continue
             self.status.failed += 1
             self.status.last_error, self.status.last_error_at = reason, time.time()
             if reason not in self._logged:
                 self._logged.add(reason)
-                log.error("publish failed; payload kept in the buffer", extra={"seq": seq, "reason": reason})
+                log.error("publish failed; payload kept in the buffer", extra={"seq": abs(seq), "reason": reason})
             self._retry_at = time.monotonic() + self._failure_delay
             self._failure_delay = min(30.0, self._failure_delay * 2)
         if self._acked:

@@ -5,13 +5,13 @@ The state is ``<state_dir>/remote_config.json`` (written atomically: temporary f
     {"applied": {"version": 4, "hash": "...", "document": {...}, "expires_at": null, "applied_at": ...},
      "previous": [...the versions applied before, newest last, at most 5...],
      "last_good": {...the newest version a payload was acknowledged under...},
-     "confirm_acked": 17,   # the acknowledged count when the applied version still awaits confirmation
+     "confirm_after": 17,   # while the applied version awaits confirmation: the seq a payload must pass
      "rejected": 5}         # the newest version refused or rolled back: not asked for again
 
 :meth:`RemoteState.offer` decides on a version the server sent: older than what is applied (stale),
 outside ``[remote_config] allow`` or inside ``lock``, or refused by ``check`` (the agent loads the
 whole configuration with it, plugins' settings included): rejected, nothing changes. Otherwise it is
-applied and saved before the agent rebuilds itself with it. :meth:`RemoteState.tick` (each cycle)
+applied and saved before the agent rebuilds itself with it. :meth:`RemoteState.tick` (every second)
 reverts an override whose ``expires_at`` passed, even offline, and rolls back a version under which
 no payload was acknowledged within ``confirm_within`` (the connectivity guard) to the last good one.
 """
@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ class RemoteState:
         self.path = Path(state_dir) / FILE
         self.settings = settings
         self.clock = clock
+        self._lock = threading.Lock()
+        """``offer`` runs on the main loop, ``tick`` on the watch thread."""
         self.state: dict[str, Any] = {"applied": None, "previous": [], "last_good": None, "rejected": 0}
         try:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
@@ -106,10 +109,16 @@ class RemoteState:
 
     # -- a version from the server ----------------------------------------------------------------
 
-    def offer(self, body: bytes, check: Callable[[Mapping[str, Any], int], None], acked: int) -> Report | None:
+    def offer(self, body: bytes, check: Callable[[Mapping[str, Any], int], None], last_seq: int) -> Report | None:
+        """Decide on a version from the server under the lock (see :meth:`_offer`)."""
+        with self._lock:
+            return self._offer(body, check, last_seq)
+
+    def _offer(self, body: bytes, check: Callable[[Mapping[str, Any], int], None], last_seq: int) -> Report | None:
         """Decide on a version from the server; ``None`` when it is not newer than the applied one.
 
-        ``check(document, version)`` raises :class:`ConfigError` when the agent cannot run with it.
+        ``check(document, version)`` raises :class:`ConfigError` when the agent cannot run with it;
+        ``last_seq`` is the newest payload's ``seq`` now: a payload after it confirms the version.
         """
         try:
             version, hash_, document, expires = remote.parse_desired(body)
@@ -145,18 +154,23 @@ class RemoteState:
         if self.applied:
             self.state["previous"] = [*self.state.get("previous", []), self.applied][-KEEP_PREVIOUS:]
         self.state["applied"] = entry
-        self.state["confirm_acked"] = acked
+        self.state["confirm_after"] = last_seq
         self._save()
         log.info("remote configuration applied", extra={"reason": f"v{version} ({hash_})"})
         return Report(version, hash_, "applied")
 
     # -- each cycle -----------------------------------------------------------------------------
 
-    def tick(self, acked: int) -> list[Report]:
+    def tick(self, acked_seq: int) -> list[Report]:
         """Confirm, revert an expired override, or roll back an unconfirmed version; the reports to send.
 
-        ``acked`` is the count of payloads the broker acknowledged so far (it only grows).
+        ``acked_seq`` is the highest payload ``seq`` the broker acknowledged: one built after the
+        version was applied confirms it (one still in flight from before does not).
         """
+        with self._lock:
+            return self._tick(acked_seq)
+
+    def _tick(self, acked_seq: int) -> list[Report]:
         applied = self.applied
         if applied is None:
             return []
@@ -166,19 +180,19 @@ class RemoteState:
             previous = self.state.get("previous") or []
             self.state["applied"] = previous[-1] if previous else None
             self.state["previous"] = previous[:-1]
-            self.state.pop("confirm_acked", None)
+            self.state.pop("confirm_after", None)
             self._save()
             log.warning("remote configuration override expired; reverted", extra={"reason": f"v{applied['version']}"})
             reports = [Report(applied["version"], applied["hash"], "expired", "expires_at passed: reverted")]
             if self.applied:
                 reports.append(Report(self.version, self.applied["hash"], "applied", "reverted to it"))
             return reports
-        waiting = self.state.get("confirm_acked")
+        waiting = self.state.get("confirm_after")
         if waiting is None:
             return []
-        if acked > waiting:  # a payload went through under this version: it is good
+        if acked_seq > waiting:  # a payload built under this version went through: it is good
             self.state["last_good"] = applied
-            self.state.pop("confirm_acked", None)
+            self.state.pop("confirm_after", None)
             self._save()
             return []
         if now - float(applied.get("applied_at", now)) < self.settings.confirm_within:
@@ -186,7 +200,7 @@ class RemoteState:
         good = self.state.get("last_good")
         self.state["applied"] = good
         self.state["rejected"] = max(self.rejected, applied["version"])
-        self.state.pop("confirm_acked", None)
+        self.state.pop("confirm_after", None)
         self._save()
         reason = (
             f"no payload acknowledged within {self.settings.confirm_within:g} s of applying it; "

@@ -39,7 +39,9 @@ VERSIONS = Base.metadata.tables["config_versions"]
 DEVICE_CONFIG = Base.metadata.tables["device_config"]
 ROLLOUTS = Base.metadata.tables["config_rollouts"]
 DEVICES = Base.metadata.tables["devices"]
-SCOPES = ("fleet", "group", "device")
+SCOPES = ("fleet", "group", "device", "override")
+"""Layers in the order they apply; an ``override`` (a push with an end) comes last, and when it ends
+its devices go back to what the other layers say."""
 
 
 def _insert(conn: Connection) -> Any:
@@ -150,8 +152,8 @@ def push(
         ValueError: a bad scope, or a group without a ``match`` the first time.
     """
     doc = remote.check_document(dict(document), where)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if scope not in SCOPES[:3]:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES[:3])}")
     with engine.begin() as conn:
         if scope == "fleet":
             name, match = "", "*"
@@ -164,6 +166,8 @@ def push(
             if match is None:
                 raise ValueError(f"group {name!r} is new: give --match GLOB (the device ids it holds)")
         targets = devices_matching(conn, match) if scope != "device" else [name]
+        if expires_at is not None:  # an override: on top of every layer, gone when it ends
+            scope, name = "override", f"{scope}:{name}"
         canary = canary_share(targets, canary_percent)
         rollout: dict[str, Any] = {
             "scope": scope,
