@@ -107,7 +107,7 @@ def test_a_canary_rollout_to_ten_devices_aborts_when_the_canary_rejects(store, e
             select(fleet_config.VERSIONS.c.document).where(fleet_config.VERSIONS.c.version == final[canary])
         ).scalar_one()
     assert doc == {"agent": {"interval": 10}}, "the canary is sent the old document again, as a new version"
-    assert final[canary] > after[canary]
+    assert (final[canary] or 0) > (after[canary] or 0)
 
 
 def test_a_canary_rollout_completes_after_its_wait_once_the_canary_applied(store, engine):
