@@ -18,6 +18,8 @@ export type DeviceSummary = {
   alert_severity: "critical" | "warning" | "info" | null;
   /** the overview's columns for this device, as its plugins declared them */
   headlines: Headline[];
+  /** its applied configuration is not the desired one */
+  config_drift: boolean;
 };
 
 export type Headline = {
@@ -49,6 +51,7 @@ export type Device = {
     missing: number;
     rejected: number;
   };
+  config: DeviceConfig;
 };
 
 export type Metric = {
@@ -118,6 +121,42 @@ export type AlertEvent = {
   message: string;
 };
 
+export type DeviceConfig = {
+  /** the version it should have (null: none) */
+  desired_version: number | null;
+  /** the version it last reported applied */
+  applied_version: number | null;
+  /** what it did with the version it last reported on */
+  status: "applied" | "rejected" | "rolled_back" | "expired" | null;
+  /** why, when it rejected or rolled back */
+  error: string | null;
+  /** UTC, ISO 8601 with Z */
+  reported_at: string | null;
+  /** applied_version is not desired_version */
+  drift: boolean;
+};
+
+export type Rollout = {
+  id: number;
+  scope: "fleet" | "group" | "device" | "override";
+  /** the group or device (empty for the fleet) */
+  name: string;
+  /** the device ids it reaches (a glob) */
+  match: string;
+  state: "canary" | "complete" | "aborted";
+  reason: string;
+  /** the devices that got it first */
+  canary: string[];
+  /** the layer, in the agent's TOML vocabulary */
+  document: Record<string, unknown>;
+  /** UTC, ISO 8601 with Z */
+  expires_at: string | null;
+  /** UTC, ISO 8601 with Z */
+  created: string | null;
+  /** UTC, ISO 8601 with Z */
+  updated: string | null;
+};
+
 export type Error = {
   error: string;
 };
@@ -181,6 +220,11 @@ export type ListSilencesResponse = {
     ends: string | null;
     comment: string;
   })[];
+};
+
+/** GET /api/v1/config/rollouts */
+export type ListRolloutsResponse = {
+  rollouts: Rollout[];
 };
 
 /** GET /api/v1/rejects */

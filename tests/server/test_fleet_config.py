@@ -181,3 +181,29 @@ def test_documents_are_refused_before_they_are_stored(engine):
     with pytest.raises(ConfigError, match="mqtt"):
         push(engine, {"mqtt": {"endpoint": "elsewhere"}})
     assert remote.digest({"a": 1, "b": 2}) == remote.digest({"b": 2, "a": 1}), "the hash ignores key order"
+
+
+def test_the_api_shows_each_devices_config_drift_and_the_rollouts(store, engine):
+    from edgemon_server.api import ApiSettings, create_app
+
+    fleet(store)
+    push(engine, {"agent": {"interval": 2}}, "device", "sim-01")
+    version = desired(engine)["sim-01"]
+    client = create_app(engine, ApiSettings(rate_limit="")).test_client()
+    one = client.get("/api/v1/devices/sim-01").get_json()["config"]
+    assert one == {
+        "desired_version": version,
+        "applied_version": None,
+        "status": None,
+        "error": None,
+        "reported_at": None,
+        "drift": True,
+    }
+    assert client.get("/api/v1/devices/sim-02").get_json()["config"]["drift"] is False, "no remote config: no drift"
+    listed = {d["id"]: d["config_drift"] for d in client.get("/api/v1/devices").get_json()["devices"]}
+    assert [d for d, drifting in listed.items() if drifting] == ["sim-01"]
+    say(store, "sim-01", type="report", version=version, hash="x", status="applied", error="")
+    assert client.get("/api/v1/devices/sim-01").get_json()["config"]["drift"] is False
+    (rollout,) = client.get("/api/v1/config/rollouts").get_json()["rollouts"]
+    assert (rollout["scope"], rollout["name"], rollout["state"]) == ("device", "sim-01", "complete")
+    assert client.get("/api/v1/config/rollouts?limit=0").status_code == 400

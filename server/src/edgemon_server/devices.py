@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from edgemon_protocol.flatten import CollisionError, unflatten
 from edgemon_protocol.meta import Metric
 from edgemon_protocol.meta import lookup as meta_lookup
+from edgemon_server import fleet_config
 from edgemon_server import queries as q
 from edgemon_server.lookup import conn, device_row, online
 from edgemon_server.params import (
@@ -59,6 +60,7 @@ def fleet() -> Response:
     counts = q.metric_counts(conn(), ids) if ids else {}
     heads = q.headlines(conn(), ids, q.metadata(conn(), ids)) if ids else {}
     firing = q.alert_counts(conn(), ids) if ids else {}
+    drift = {c["device"] for c in fleet_config.status(conn(), ids) if c["drift"]} if ids else set()
     items = [
         {
             "id": r.id,
@@ -71,6 +73,7 @@ def fleet() -> Response:
             "alerts": firing.get(r.id, (0, None))[0],
             "alert_severity": firing.get(r.id, (0, None))[1],
             "headlines": heads.get(r.id, []),
+            "config_drift": r.id in drift,
         }
         for r in rows
     ]
@@ -91,6 +94,7 @@ def device(device: str) -> Response:
     # makes it approximate). Late payloads that fill a hole lower it.
     missing = max(0, row.max_seq - row.first_seq + 1 - row.received) if row.first_seq is not None else 0
     rejected = int(c.execute(q.rejected_query(row.id)).scalar() or 0)
+    config = next(iter(fleet_config.status(c, [row.id])), None)
     return jsonify(
         {
             "id": row.id,
@@ -106,6 +110,14 @@ def device(device: str) -> Response:
                 "duplicates": row.duplicates,
                 "missing": missing,
                 "rejected": rejected,
+            },
+            "config": {
+                "desired_version": config["desired_version"] if config else None,
+                "applied_version": config["applied_version"] if config else None,
+                "status": config["status"] if config else None,
+                "error": config["error"] if config else None,
+                "reported_at": iso(config["reported_at"]) if config and config["reported_at"] else None,
+                "drift": bool(config and config["drift"]),
             },
         }
     )

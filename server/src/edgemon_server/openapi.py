@@ -48,6 +48,7 @@ DEVICE_SUMMARY = {
         "alerts",
         "alert_severity",
         "headlines",
+        "config_drift",
     ],
     "properties": {
         "id": {"type": "string"},
@@ -64,6 +65,51 @@ DEVICE_SUMMARY = {
             "items": HEADLINE,
             "description": "the overview's columns for this device, as its plugins declared them",
         },
+        "config_drift": {"type": "boolean", "description": "its applied configuration is not the desired one"},
+    },
+}
+DEVICE_CONFIG = {
+    "type": "object",
+    "required": ["desired_version", "applied_version", "status", "error", "reported_at", "drift"],
+    "properties": {
+        "desired_version": {"type": ["integer", "null"], "description": "the version it should have (null: none)"},
+        "applied_version": {"type": ["integer", "null"], "description": "the version it last reported applied"},
+        "status": {
+            "enum": ["applied", "rejected", "rolled_back", "expired", None],
+            "description": "what it did with the version it last reported on",
+        },
+        "error": {"type": ["string", "null"], "description": "why, when it rejected or rolled back"},
+        "reported_at": TIME,
+        "drift": {"type": "boolean", "description": "applied_version is not desired_version"},
+    },
+}
+ROLLOUT = {
+    "type": "object",
+    "required": [
+        "id",
+        "scope",
+        "name",
+        "match",
+        "state",
+        "reason",
+        "canary",
+        "document",
+        "expires_at",
+        "created",
+        "updated",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "scope": {"enum": ["fleet", "group", "device", "override"]},
+        "name": {"type": "string", "description": "the group or device (empty for the fleet)"},
+        "match": {"type": "string", "description": "the device ids it reaches (a glob)"},
+        "state": {"enum": ["canary", "complete", "aborted"]},
+        "reason": {"type": "string"},
+        "canary": {"type": "array", "items": {"type": "string"}, "description": "the devices that got it first"},
+        "document": {"type": "object", "description": "the layer, in the agent's TOML vocabulary"},
+        "expires_at": TIME,
+        "created": TIME,
+        "updated": TIME,
     },
 }
 DEVICE = {
@@ -78,6 +124,7 @@ DEVICE = {
         "online",
         "attributes",
         "counters",
+        "config",
     ],
     "properties": {
         "id": {"type": "string"},
@@ -93,6 +140,7 @@ DEVICE = {
             "required": ["received", "duplicates", "missing", "rejected"],
             "properties": {k: {"type": "integer"} for k in ("received", "duplicates", "missing", "rejected")},
         },
+        "config": DEVICE_CONFIG,
     },
 }
 POINT = {"type": "array", "items": {"type": ["number", "null"]}, "minItems": 2, "maxItems": 4}
@@ -214,6 +262,8 @@ COMPONENTS = {
     "Reject": REJECT,
     "Alert": ALERT,
     "AlertEvent": ALERT_EVENT,
+    "DeviceConfig": DEVICE_CONFIG,
+    "Rollout": ROLLOUT,
     "Error": ERROR,
 }
 """Named schemas: the paths refer to them, and the dashboard's TypeScript types are generated from them."""
@@ -228,6 +278,7 @@ OPERATIONS = {
     "/api/v1/alerts": "listAlerts",
     "/api/v1/devices/{device}/alerts": "getDeviceAlerts",
     "/api/v1/silences": "listSilences",
+    "/api/v1/config/rollouts": "listRollouts",
     "/api/v1/openapi.json": "getOpenapi",
     "/healthz": "getHealth",
 }
@@ -410,6 +461,13 @@ def _paths() -> dict[str, Any]:
                             },
                         )
                     ),
+                }
+            },
+            "/api/v1/config/rollouts": {
+                "get": {
+                    "summary": "Remote configuration rollouts, newest first",
+                    "parameters": [_param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many (50)")],
+                    "responses": _ok(_obj(["rollouts"], rollouts={"type": "array", "items": ROLLOUT}), 400),
                 }
             },
             "/api/v1/rejects": {

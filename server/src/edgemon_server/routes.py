@@ -8,6 +8,7 @@ from edgemon_server.alerts import alerts
 from edgemon_server.devices import devices
 from edgemon_server.openapi import document
 from edgemon_server.rejects import rejects
+from edgemon_server.rollouts import rollouts
 from edgemon_server.series import series
 
 docs = Blueprint("docs", __name__, url_prefix="/api/v1")
@@ -19,4 +20,4 @@ def openapi() -> Response:
     return jsonify(document())
 
 
-BLUEPRINTS = (devices, series, alerts, rejects, docs)
+BLUEPRINTS = (devices, series, alerts, rejects, rollouts, docs)
