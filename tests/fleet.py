@@ -160,6 +160,8 @@ class Fleet:
         dev.client.subscribe(sub).add_done_callback(subscribed)
 
     def _command(self, dev: SimDevice, data: Any) -> None:
+        if not str(data.publish_packet.topic).endswith("/resend"):
+            return  # a simulated device takes no configuration (it stays drifting)
         command = json.loads(bytes(data.publish_packet.payload))
         for seq in range(command["from"], command["to"] + 1):
             if seq in dev.acked:  # it was sent; send it again

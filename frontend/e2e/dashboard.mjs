@@ -140,6 +140,20 @@ try {
     await again.screenshot({ path: `${shots}/device-alert.png`, fullPage: true });
   }
 
+  // Configuration drift: on the overview (the row and the count) and on the device page.
+  if (env.DRIFT) {
+    await again.goto(base + "/", { waitUntil: "networkidle" });
+    await again.waitForSelector(`tr[data-device="${env.DRIFT}"] .badge.drift`, { timeout: 15000 }).catch(() => undefined);
+    const badge = (await again.locator(`tr[data-device="${env.DRIFT}"] .badge.drift`).count()) === 1;
+    check(badge, `the overview marks ${env.DRIFT} as drifting`);
+    const count = (await again.locator('[aria-label="configuration drift"]').textContent())?.trim() ?? "";
+    check(count === "1 config drift", `the overview counts the drifting device (got ${count})`);
+    await again.goto(`${base}/devices/${encodeURIComponent(env.DRIFT)}`, { waitUntil: "networkidle" });
+    await again.waitForSelector("[data-config-drift]");
+    const said = (await again.locator("[data-config-drift]").textContent()) ?? "";
+    check(said.startsWith("drift: version none applied"), `the device page says what drifts (got ${said})`);
+  }
+
   // An API error is shown, not swallowed.
   await again.goto(base + "/devices/no-such-device", { waitUntil: "networkidle" });
   const alert = await again.locator('[role="alert"]').textContent();

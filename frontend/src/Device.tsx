@@ -75,6 +75,18 @@ export function Device({ view }: { view: DeviceView }) {
           {d.counters.received} received, {d.counters.duplicates} duplicates, {d.counters.missing} missing,{" "}
           {d.counters.rejected} rejected
         </dd>
+        {d.config.desired_version !== null && (
+          <>
+            <dt>configuration</dt>
+            <dd className={d.config.drift ? "drift" : ""} data-config-drift={d.config.drift}>
+              {d.config.drift
+                ? `drift: version ${d.config.applied_version ?? "none"} applied, ${d.config.desired_version} desired`
+                : `version ${d.config.applied_version} applied`}
+              {d.config.status && d.config.status !== "applied" && ` (${d.config.status.replace("_", " ")})`}
+              {d.config.error && <> — {d.config.error}</>}
+            </dd>
+          </>
+        )}
       </dl>
       {broken.length > 0 && (
         <section className="plugin-problems" aria-label="plugin problems">

@@ -88,6 +88,7 @@ export function Overview({ view }: { view: OverviewView }) {
       </div>
     );
   const offline = devices.filter((d) => !d.online).length;
+  const drifting = devices.filter((d) => d.config_drift).length;
   const now = fleet.at || Date.now();
   return (
     <div>
@@ -107,6 +108,9 @@ export function Overview({ view }: { view: OverviewView }) {
           <span className={`badge critical${summary.critical ? "" : " zero"}`}>{summary.critical} critical</span>{" "}
           <span className={`badge warning${summary.warning ? "" : " zero"}`}>{summary.warning} warning</span>{" "}
           <span className={summary.silent ? "offline" : "muted"}>{summary.silent} silent</span>
+        </span>
+        <span className={drifting ? "drift" : "muted"} aria-label="configuration drift" title="devices not on their desired configuration version">
+          {drifting} config drift
         </span>
       </div>
       <table className="fleet">
@@ -132,7 +136,15 @@ export function Overview({ view }: { view: OverviewView }) {
                     {d.id}
                   </a>
                 </td>
-                <td title={d.last_seen ?? undefined}>{formatAgo(d.last_seen, now)}</td>
+                <td title={d.last_seen ?? undefined}>
+                  {formatAgo(d.last_seen, now)}
+                  {d.config_drift && (
+                    <span className="badge drift" title="not on its desired configuration version">
+                      {" "}
+                      config drift
+                    </span>
+                  )}
+                </td>
                 {labels.map((label) => cell(d, label))}
                 <td className="alert-cell" data-alerts={d.alerts}>
                   {d.alerts > 0 && d.alert_severity ? (

@@ -13,6 +13,7 @@ const device = (id: string, cpu: number | null, online = true, alerts = 0, alert
   alerts,
   alert_severity,
   headlines: cpu === null ? [] : [{ label: "CPU", key: "cpu-percent", value: cpu, unit: "%" }],
+  config_drift: false,
 });
 
 describe("sortDevices", () => {

@@ -99,6 +99,10 @@ def test_dashboard_end_to_end_in_chromium(tmp_path, broker, pki, sqlite_url, col
         until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
         args = ["silence", "add", "--match", "rule=answer_high", "--until", until, "--comment", "known"]
         assert cli.main([*args, "--database-url", sqlite_url]) == 0
+        drift = fleet.devices[1].name  # a configuration it never applies (a simulated device): drift
+        push = tmp_path / "interval.toml"
+        push.write_text("[agent]\ninterval = 5\n")
+        assert cli.main(["config", "push", "--device", drift, str(push), "--database-url", sqlite_url]) == 0
         last = payload(device, 99, start=start)["metrics"]
         values = {
             "cpu-percent": f"{last['cpu']['percent']:.1f} %",
@@ -120,6 +124,7 @@ def test_dashboard_end_to_end_in_chromium(tmp_path, broker, pki, sqlite_url, col
             "HEADLINE": json.dumps({"label": "Answer", "value": "42"}),
             "AGENT_METRICS": "cpu-percent,agent-cycle_ms",
             "AGENT_AXES": "% | ms",
+            "DRIFT": drift,
             "ALERT": json.dumps(
                 {"rule": "answer_high", "cell": "1 critical", "metric": "example-answer", "silenced": "known"}
             ),
