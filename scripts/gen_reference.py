@@ -110,6 +110,13 @@ def render() -> str:
         + ", ".join(f"`{k}`" for k in sorted(k.split(".", 1)[1] for k in mqtt.REMOVED))
         + ": topics are fixed by the protocol.",
         "",
+        "## Agent: `[remote_config]`",
+        "",
+        *settings_table(agent_config.RemoteSettings, "remote_config", "EDGEMON_REMOTE_CONFIG_", {}),
+        "",
+        "A remote document may set only `agent.interval`, `agent.timeout`, `[plugins.<name>]` and `[alerts]`;",
+        "what it sets wins over the file, the variables and the flags, and what it leaves out keeps the local value.",
+        "",
         "## Agent: `[plugins.<name>]`",
         "",
         "A plugin's own keys (its `edgemon_settings_spec`), plus the core's in every section:",

@@ -357,6 +357,17 @@ def _status(config: Config, as_json: bool, out: TextIO) -> int:
     if transport.get("updated") and time.time() - transport["updated"] > 30 and transport.get("state") != "stopped":
         transport["state"] = f"{transport.get('state')} (stale: agent not running?)"
     result["connection"] = transport
+    try:
+        saved = json.loads((state / "remote_config.json").read_text())
+        applied = saved.get("applied") or {}
+        result["remote_config"] = {
+            "version": applied.get("version", 0),
+            "expires_at": applied.get("expires_at"),
+            "awaiting_confirmation": "confirm_after" in saved,
+            "rejected": saved.get("rejected", 0),
+        }
+    except (OSError, ValueError, AttributeError):
+        result["remote_config"] = {"version": 0}
     if as_json:
         print(json.dumps(result, indent=2), file=out)
         return 1 if "buffer_error" in result else 0
@@ -373,6 +384,14 @@ def _status(config: Config, as_json: bool, out: TextIO) -> int:
     print(f"last error:  {transport.get('last_error') or '-'}", file=out)
     counters = ("published", "acked", "failed", "refused_too_large", "connects", "connect_failures")
     print("counters:    " + ", ".join(f"{k}={transport.get(k, 0)}" for k in counters), file=out)
+    remote = result["remote_config"]
+    if remote.get("version") or remote.get("rejected"):
+        extra = [
+            f"until {remote['expires_at']}" if remote.get("expires_at") else "",
+            "awaiting a payload to confirm it" if remote.get("awaiting_confirmation") else "",
+            f"refused v{remote['rejected']}" if remote.get("rejected") else "",
+        ]
+        print(f"remote config: v{remote['version']} " + "; ".join(e for e in extra if e), file=out)
     return 1 if "buffer_error" in result else 0
 
 
