@@ -114,3 +114,69 @@ def test_a_device_through_pushes_rejects_an_outage_an_override_and_a_rollback(
     assert wait(lambda: (d := device()) and d.applied_version == d.desired_version and d.status == "applied", 20)
 
     eng.dispose()
+
+
+SLOW_START = """
+    import time
+    from edgemon import SettingsSpec, hookimpl
+
+    @hookimpl
+    def edgemon_settings_spec():
+        return SettingsSpec(defaults={"startup_delay": 0.0})
+
+    @hookimpl
+    def edgemon_startup(settings):
+        time.sleep(settings["startup_delay"])
+
+    @hookimpl
+    def edgemon_register_collectors(register):
+        register("slowstart", lambda: {"slowstart": {"up": 1}})
+"""
+
+
+def test_a_version_under_which_no_payload_is_acknowledged_is_rolled_back(
+    tmp_path, broker, sqlite_url, run_collector, collector_env, mqtt_env, run_agent_proc, fake_install
+):
+    # The version makes a plugin's start take 5 s; the broker goes down as soon as the version is sent,
+    # so no payload built under it is acknowledged within confirm_within (10 s): the device rolls back.
+    fake_install("edgemon-slowstart", {"slowstart": "edgemon_slowstart"}, {"edgemon_slowstart": SLOW_START})
+    local = tmp_path / "agent.toml"
+    local.write_text("[remote_config]\nconfirm_within = 10\n")
+    server_cfg = tmp_path / "server.toml"
+    server_cfg.write_text(f'[server]\ndatabase_url = "{sqlite_url}"\n')
+    collector = run_collector(collector_env(sqlite_url))
+    collector.wait_subscribed()
+    agent = run_agent_proc(mqtt_env("dev-guard", EDGEMON_CONFIG=str(local), EDGEMON_LOAD_PLUGINS="slowstart"))
+    eng = make_engine(sqlite_url)
+
+    def device() -> DeviceConfig | None:
+        with eng.connect() as conn:
+            return conn.execute(select(DeviceConfig).where(DeviceConfig.device_id == "dev-guard")).first()  # type: ignore[return-value]
+
+    def received() -> int:
+        with eng.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT received FROM devices WHERE id = 'dev-guard'").scalar() or 0)
+
+    assert wait(lambda: received() >= 2, 30), agent.log.read_text()
+    good = tmp_path / "good.toml"
+    good.write_text("[agent]\ninterval = 0.5\n")
+    assert cli.main(["config", "push", "--device", "dev-guard", str(good), "-c", str(server_cfg)]) == 0
+    assert wait(lambda: (d := device()) and d.status == "applied" and d, 20), agent.log.read_text()
+    assert wait(lambda: "remote configuration applied" in agent.log.read_text(), 5)
+    time.sleep(2)  # payloads under it are acknowledged: it is the last good version
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agent]\ninterval = 0.5\n\n[plugins.slowstart]\nstartup_delay = 5.0\n")
+    assert cli.main(["config", "push", "--device", "dev-guard", str(bad), "-c", str(server_cfg)]) == 0
+    sent = wait(lambda: (d := device()) and d.sent_version == d.desired_version and d, 10, step=0.05)
+    assert sent, "the collector sent it"
+    broker.stop()
+    assert wait(lambda: "remote configuration rolled back" in agent.log.read_text(), 30), agent.log.read_text()
+    broker.start()
+    rolled = wait(lambda: (d := device()) and d.status == "rolled_back" and d, 30)
+    assert rolled, agent.log.read_text()
+    assert rolled.reported_version == sent.desired_version
+    assert "no payload acknowledged within 10 s" in (rolled.error or "")
+    before = received()
+    assert wait(lambda: received() > before + 2, 20), "payloads flow again under the last good version"
+    assert agent.proc.poll() is None
+    eng.dispose()
