@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 from edgemon.agent import Agent
 from edgemon.config import Config, ConfigError
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 WATCH_EVERY = 1.0
 """Seconds between two checks of the applied version (expiry, confirmation), independent of the interval."""
 
-Build = Callable[[Mapping[str, Any] | None, int], Config]
+Build = Callable[[Optional[Mapping[str, Any]], int], Config]  # evaluated at run time: Optional for Python 3.9
 """Loads the configuration again: the local file (read anew) with a remote document over it."""
 
 
