@@ -62,8 +62,8 @@ def render(doc: dict[str, Any]) -> str:
     for path, item in doc["paths"].items():
         operation = item["get"]
         content = operation["responses"]["200"].get("content")
-        if not content:
-            continue
+        if not content or "application/json" not in content:
+            continue  # /metrics: text for Prometheus, not for the dashboard
         name = operation["operationId"][0].upper() + operation["operationId"][1:] + "Response"
         out.append(f"/** GET {path} */")
         out.append(f"export type {name} = {ts_type(content['application/json']['schema'])};")

@@ -192,6 +192,7 @@ export type GetSeriesResponse = {
   from: string | null;
   /** UTC, ISO 8601 with Z */
   to: string | null;
+  fn?: "rate";
   series: Series[];
 };
 
@@ -219,6 +220,29 @@ export type ListSilencesResponse = {
     /** UTC, ISO 8601 with Z */
     ends: string | null;
     comment: string;
+  })[];
+};
+
+/** GET /api/v1/query */
+export type QueryFleetResponse = {
+  metric: string;
+  agg: "max" | "min" | "avg" | "sum";
+  /** null: latest values */
+  window: {
+    /** UTC, ISO 8601 with Z */
+    from?: string | null;
+    /** UTC, ISO 8601 with Z */
+    to?: string | null;
+  } | null;
+  /** devices with a value (before top) */
+  devices: number;
+  results: ({
+    device: string;
+    value: number;
+    /** the key of a max or min */
+    key: string | null;
+    /** matching keys of the device */
+    keys: number;
   })[];
 };
 

@@ -75,7 +75,8 @@ def create_app(
         for name, value in request.args.items(multi=True):
             if "\x00" in value or "\x00" in name:  # no database stores NUL in text (PostgreSQL refuses it)
                 raise ApiError(400, f"{name[:40]!r}: contains a NUL character")
-        if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json" and not authorized():
+        guarded = request.path.startswith(("/api/", "/metrics")) and request.path != "/api/v1/openapi.json"
+        if guarded and not authorized():
             response = jsonify({"error": "a bearer token is required (Authorization: Bearer <token>)"})
             response.status_code = 401
             response.headers["WWW-Authenticate"] = 'Bearer realm="edgemon"'

@@ -188,6 +188,12 @@ def _ok(schema: dict[str, Any], *codes: int) -> dict[str, Any]:
     return out
 
 
+def _with_csv(responses: dict[str, Any]) -> dict[str, Any]:
+    """``responses`` whose 200 may also be CSV (``format=csv``)."""
+    responses["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    return responses
+
+
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
@@ -279,7 +285,9 @@ OPERATIONS = {
     "/api/v1/devices/{device}/alerts": "getDeviceAlerts",
     "/api/v1/silences": "listSilences",
     "/api/v1/config/rollouts": "listRollouts",
+    "/api/v1/query": "queryFleet",
     "/api/v1/openapi.json": "getOpenapi",
+    "/metrics": "getPrometheusMetrics",
     "/healthz": "getHealth",
 }
 
@@ -388,17 +396,22 @@ def _paths() -> dict[str, Any]:
                         _param("from", {"type": "string"}, "ISO 8601, epoch seconds, now, -15m/-1h/-7d (to - 1 h)"),
                         _param("to", {"type": "string"}, "same forms (now)"),
                         _param("points", {"type": "integer", "minimum": 2, "maximum": 5000}, "most points (500)"),
+                        _param("fn", {"enum": ["rate"]}, "rate: a counter's per-second rate (reset-aware)"),
+                        _param("format", {"enum": ["json", "csv"]}, "csv: metric,ts,value,min,max,avg"),
                     ],
-                    "responses": _ok(
-                        _obj(
-                            ["device", "from", "to", "series"],
-                            device={"type": "string"},
-                            **{"from": TIME},
-                            to=TIME,
-                            series={"type": "array", "items": SERIES},
-                        ),
-                        400,
-                        404,
+                    "responses": _with_csv(
+                        _ok(
+                            _obj(
+                                ["device", "from", "to", "series"],
+                                device={"type": "string"},
+                                **{"from": TIME},
+                                to=TIME,
+                                fn={"enum": ["rate"]},
+                                series={"type": "array", "items": SERIES},
+                            ),
+                            400,
+                            404,
+                        )
                     ),
                 }
             },
@@ -463,6 +476,49 @@ def _paths() -> dict[str, Any]:
                     ),
                 }
             },
+            "/api/v1/query": {
+                "get": {
+                    "summary": "One metric across the fleet: a value per device, worst first",
+                    "parameters": [
+                        _param(
+                            "metric",
+                            {"type": "string", "maxLength": 256},
+                            "a key or pattern: * one level, ** any (disk-usage-*-percent)",
+                            required=True,
+                        ),
+                        _param("agg", {"enum": ["max", "min", "avg", "sum"]}, "over a device's matching keys (max)"),
+                        _param("order", {"enum": ["desc", "asc"]}, "desc: highest first (desc)"),
+                        _param("top", {"type": "integer", "minimum": 1, "maximum": 10000}, "how many devices (100)"),
+                        _param("device", {"type": "string", "maxLength": 128}, "only devices matching this glob"),
+                        _param("from", {"type": "string"}, "aggregate every sample since (default: latest values)"),
+                        _param("to", {"type": "string"}, "until (now)"),
+                    ],
+                    "responses": _ok(
+                        _obj(
+                            ["metric", "agg", "window", "devices", "results"],
+                            metric={"type": "string"},
+                            agg={"enum": ["max", "min", "avg", "sum"]},
+                            window={
+                                "type": ["object", "null"],
+                                "properties": {"from": TIME, "to": TIME},
+                                "description": "null: latest values",
+                            },
+                            devices={"type": "integer", "description": "devices with a value (before top)"},
+                            results={
+                                "type": "array",
+                                "items": _obj(
+                                    ["device", "value", "key", "keys"],
+                                    device={"type": "string"},
+                                    value={"type": "number"},
+                                    key={"type": ["string", "null"], "description": "the key of a max or min"},
+                                    keys={"type": "integer", "description": "matching keys of the device"},
+                                ),
+                            },
+                        ),
+                        400,
+                    ),
+                }
+            },
             "/api/v1/config/rollouts": {
                 "get": {
                     "summary": "Remote configuration rollouts, newest first",
@@ -482,6 +538,28 @@ def _paths() -> dict[str, Any]:
             },
             "/api/v1/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}, "security": [{}]}
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Every device's latest values in the Prometheus text format (0.0.4)",
+                    "parameters": [
+                        _param(
+                            "device", {"type": "string", "maxLength": 128}, "only devices whose id matches this glob"
+                        ),
+                        _param("after", {"type": "string", "maxLength": 128}, "devices after this id (the next page)"),
+                        _param("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "devices (1000)"),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **{
+                            str(code): {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+                            for code in (400, 401, 429)
+                        },
+                    },
+                }
             },
             "/healthz": {
                 "get": {

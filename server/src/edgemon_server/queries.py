@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, literal_column, or_, select, tuple_
+from sqlalchemy import Connection, Select, and_, case, func, literal_column, or_, select, tuple_
 
 from edgemon_protocol.meta import Metric
 from edgemon_protocol.meta import lookup as meta_lookup
@@ -94,6 +94,13 @@ def like(pattern: str) -> str:
     return escaped.replace("**", "%").replace("*", "%")
 
 
+def latest_values_query(ids: Sequence[str]) -> Select[Any]:
+    """(device, key, latest value) of every series of the devices ``ids``."""
+    return select(SERIES.c.device_id, SERIES.c.key, latest_value(SERIES.c.id).label("value")).where(
+        SERIES.c.device_id.in_(ids)
+    )
+
+
 def headlines_query(ids: Sequence[str], patterns: Sequence[str]) -> Select[Any]:
     """(device, key, latest value) of the series of ``ids`` that may match a headline pattern."""
     wanted = [SERIES.c.key.like(like(p), escape="!") for p in sorted(set(patterns))]
@@ -168,6 +175,51 @@ def buckets_query(series_id: int, start: int, end: int, width: int) -> Select[An
     return (
         select(bucket, func.min(SAMPLES.c.value), func.max(SAMPLES.c.value), func.avg(SAMPLES.c.value))
         .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+
+
+def rate_subquery(series_id: int, start: int, end: int) -> Any:
+    """(ts, per-second rate) of a counter in [start, end]: reset-aware, from each sample and the one before.
+
+    A drop means the counter restarted from zero (a reboot): the new value itself is what was counted
+    since. The first sample of the range has no rate (the one before it is looked up, so a range
+    that starts mid-series loses nothing).
+    """
+    prev_v = func.lag(SAMPLES.c.value).over(order_by=SAMPLES.c.ts)
+    prev_t = func.lag(SAMPLES.c.ts).over(order_by=SAMPLES.c.ts)
+    before = (
+        select(func.max(SAMPLES.c.ts)).where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts < start).scalar_subquery()
+    )
+    inner = (
+        select(SAMPLES.c.ts, SAMPLES.c.value, prev_v.label("pv"), prev_t.label("pt"))
+        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts <= end)
+        .where(SAMPLES.c.ts >= func.coalesce(before, start))
+        .subquery()
+    )
+    delta = case((inner.c.value >= inner.c.pv, inner.c.value - inner.c.pv), else_=inner.c.value)
+    rate = (delta * 1000.0 / (inner.c.ts - inner.c.pt)).label("value")
+    return (
+        select(inner.c.ts, rate).where(inner.c.pv.is_not(None), inner.c.ts > inner.c.pt, inner.c.ts >= start).subquery()
+    )
+
+
+def rate_count_query(rates: Any) -> Select[Any]:
+    """How many rate points a :func:`rate_subquery` has."""
+    return select(func.count()).select_from(rates)
+
+
+def rate_raw_query(rates: Any) -> Select[Any]:
+    """The rate points, oldest first."""
+    return select(rates.c.ts, rates.c.value).order_by(rates.c.ts)
+
+
+def rate_buckets_query(rates: Any, start: int, width: int) -> Select[Any]:
+    """Min/max/avg of the rate per time bucket."""
+    bucket = ((rates.c.ts - start) // literal_column(str(int(width)))).label("bucket")
+    return (
+        select(bucket, func.min(rates.c.value), func.max(rates.c.value), func.avg(rates.c.value))
         .group_by(bucket)
         .order_by(bucket)
     )

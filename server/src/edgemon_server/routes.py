@@ -6,7 +6,9 @@ from flask import Blueprint, Response, jsonify
 
 from edgemon_server.alerts import alerts
 from edgemon_server.devices import devices
+from edgemon_server.fleet_query import fleet_query
 from edgemon_server.openapi import document
+from edgemon_server.prometheus import prometheus
 from edgemon_server.rejects import rejects
 from edgemon_server.rollouts import rollouts
 from edgemon_server.series import series
@@ -20,4 +22,4 @@ def openapi() -> Response:
     return jsonify(document())
 
 
-BLUEPRINTS = (devices, series, alerts, rejects, rollouts, docs)
+BLUEPRINTS = (devices, series, alerts, rejects, rollouts, fleet_query, prometheus, docs)
