@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     ntest = notify_sub.add_parser("test", parents=[common], help="send a test message to a receiver")
     ntest.add_argument("receiver")
     cli_config.add_parsers(sub, common)
+    sub.add_parser("maintain", parents=[common], help="roll up, recompute late buckets, apply [retention], once")
     return parser
 
 
@@ -165,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             return _notify_test(config, args.receiver)
         if args.command == "config":
             return cli_config.run(args, engine)
+        if args.command == "maintain":
+            from edgemon_server import rollups  # noqa: PLC0415
+
+            report = rollups.maintain(engine, config.retention)
+            print(" ".join(f"{k}={v}" for k, v in report.items()))
+            return 0
         if args.command == "collect":
             return _collect(config, engine)
         return _serve(config, engine, with_collector=args.command == "run", no_auth=args.no_auth)

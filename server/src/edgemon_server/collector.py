@@ -54,7 +54,7 @@ from edgemon_protocol.mqtt import (
     subscribe5,
 )
 from edgemon_protocol.payload import utc_timestamp
-from edgemon_server import fleet_config
+from edgemon_server import fleet_config, rollups
 from edgemon_server.config import ServerConfig
 from edgemon_server.gaps import GapTracker
 from edgemon_server.notify import Notifier
@@ -431,9 +431,23 @@ class Collector:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def _maintain_loop(self) -> None:
+        """Rollups and retention every ``[retention] every``, beside the writer (never in its way)."""
+        while not self._stop.wait(self.config.maintain_every):
+            try:
+                report = rollups.maintain(self.store.engine, self.config.retention)
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "maintenance failed; tried again next round", extra={"reason": str(exc).splitlines()[0][:300]}
+                )
+                continue
+            if any(report.values()):
+                log.info("maintenance", extra={"reason": ", ".join(f"{k} {v}" for k, v in report.items() if v)})
+
     def start(self) -> None:
-        """Start the writer and connect."""
+        """Start the writer, the maintenance, the notifier, and connect."""
         self._writer.start()
+        threading.Thread(target=self._maintain_loop, name="edgemon-maintain", daemon=True).start()
         self.notifier.start()
         if self.config.mqtt.protocol == "3.1.1":
             threading.Thread(target=self._start_311, name="edgemon-mqtt311", daemon=True).start()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgemon_protocol.alerting import parse_duration
 from edgemon_protocol.config import ConfigError, load_sections
 from edgemon_protocol.mqtt import MQTT_RANGES, REMOVED, MqttSettings, check_mqtt
 from edgemon_server import notify_config
@@ -90,6 +91,32 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long each tier is kept, in seconds (0: forever); from ``[retention]``."""
+
+    raw: float = 14 * 86400.0
+    rollup_5m: float = 180 * 86400.0
+    rollup_1h: float = 5 * 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """The ``[retention]`` section: how long data is kept (durations such as ``14d``; ``0``: forever).
+
+    Attributes:
+        raw: raw samples (never dropped before their buckets are rolled up).
+        rollup_5m: five-minute rollups.
+        rollup_1h: hourly rollups.
+        every: how often ``edgemon-server run`` (and ``collect``) rolls up and applies retention.
+    """
+
+    raw: str = "14d"
+    rollup_5m: str = "180d"
+    rollup_1h: str = "1825d"
+    every: str = "5m"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -97,12 +124,16 @@ class ServerConfig:
     mqtt: MqttSettings = field(default_factory=lambda: MqttSettings(endpoint=""))
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str | None = None
+    retention: Retention = field(default_factory=Retention)
+    maintain_every: float = 300.0
+    """Seconds between two maintenance rounds (rollups and retention)."""
 
 
-SECTIONS: dict[str, type[Any]] = {"server": ServerSettings, "mqtt": MqttSettings}
+SECTIONS: dict[str, type[Any]] = {"server": ServerSettings, "mqtt": MqttSettings, "retention": RetentionSettings}
 ENV_MAPS = {
     "server": {f"EDGEMON_{f.name.upper()}": f.name for f in fields(ServerSettings)},
     "mqtt": {f"EDGEMON_MQTT_{f.name.upper()}": f.name for f in fields(MqttSettings)},
+    "retention": {f"EDGEMON_RETENTION_{f.name.upper()}": f.name for f in fields(RetentionSettings)},
 }
 
 
@@ -147,7 +178,26 @@ def load(
     if "://" not in server.database_url:
         raise ConfigError(f"{at('database_url')}server.database_url: {server.database_url!r} is not a URL")
     notify = notify_config.parse(raw.get("notify"), where, env)
-    return ServerConfig(server=server, mqtt=parsed["mqtt"], notify=notify, source=where.source)
+    kept: RetentionSettings = parsed["retention"]
+    seconds: dict[str, float] = {}
+    for key in ("raw", "rollup_5m", "rollup_1h", "every"):
+        prefix = where.at("retention", key) if key in raw.get("retention", {}) else ""
+        try:
+            seconds[key] = parse_duration(getattr(kept, key))
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}retention.{key}: {exc}") from None
+        if key == "raw" and 0 < seconds[key] < 3600:
+            raise ConfigError(f"{prefix}retention.raw: at least 1h (or 0: forever)")
+        if key == "every" and not 10 <= seconds[key] <= 86400:
+            raise ConfigError(f"{prefix}retention.every: between 10s and 1d")
+    return ServerConfig(
+        server=server,
+        mqtt=parsed["mqtt"],
+        notify=notify,
+        source=where.source,
+        retention=Retention(seconds["raw"], seconds["rollup_5m"], seconds["rollup_1h"]),
+        maintain_every=seconds["every"],
+    )
 
 
 MIN_TOKEN = 16

@@ -14,6 +14,8 @@ Tables:
 - ``series``: one row per (device, flat metric key).
 - ``samples``: (series, ts) -> value; the primary key makes writes
   idempotent and is the index every read uses (``WITHOUT ROWID`` on SQLite).
+- ``rollups_5m`` / ``rollups_1h``: (series, bucket) -> count, sum, min, max, last; ``rollup_dirty``
+  marks the buckets late payloads touched, ``rollup_state`` how far each tier has gone.
 - ``payloads``: (device, seq, ts) of every stored payload: duplicates are
   found here and holes in ``seq`` (missing payloads) are counted from it.
 - ``rejects``: the dead-letter table.
@@ -101,6 +103,59 @@ class Sample(Base):
     )
     ts: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     value: Mapped[float] = mapped_column(Double)
+
+
+class Rollup5m(Base):
+    """Five minutes of one series: count, sum, min, max and the last value (``bucket``: its start, ms)."""
+
+    __tablename__ = "rollups_5m"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    series_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    sum: Mapped[float] = mapped_column(Double)
+    min: Mapped[float] = mapped_column(Double)
+    max: Mapped[float] = mapped_column(Double)
+    last: Mapped[float] = mapped_column(Double)
+
+
+class Rollup1h(Base):
+    """An hour of one series, as :class:`Rollup5m`."""
+
+    __tablename__ = "rollups_1h"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    series_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    sum: Mapped[float] = mapped_column(Double)
+    min: Mapped[float] = mapped_column(Double)
+    max: Mapped[float] = mapped_column(Double)
+    last: Mapped[float] = mapped_column(Double)
+
+
+class RollupDirty(Base):
+    """A five-minute bucket of a device that a late payload touched after it may have been rolled up."""
+
+    __tablename__ = "rollup_dirty"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class RollupState(Base):
+    """How far each rollup tier has gone: every bucket before ``cursor`` is rolled up (or marked dirty)."""
+
+    __tablename__ = "rollup_state"
+
+    tier: Mapped[str] = mapped_column(String(8), primary_key=True)
+    cursor: Mapped[int] = mapped_column(BigInteger)
 
 
 class Payload(Base):

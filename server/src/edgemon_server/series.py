@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from edgemon_protocol.meta import Metric
 from edgemon_protocol.meta import lookup as meta_lookup
 from edgemon_server import queries as q
+from edgemon_server import rollups
 from edgemon_server.lookup import conn, device_row
 from edgemon_server.params import (
     DEFAULT_POINTS,
@@ -67,8 +68,15 @@ def get_series(device: str) -> Response:
             if kind != "counter":
                 raise ApiError(400, f"fn=rate: {key[:200]!r} is a {kind}, not a counter (as its device declares it)")
     out = []
+    width = max(1, math.ceil((end - start + 1) / points))
+    tier = None if fn else rollups.tier_for(width)
     for key in dict.fromkeys(keys):
         sid = ids[key]
+        if tier is not None:  # long ranges: read the rollups (raw only where they have not reached)
+            base, wide = rollups.aligned(tier, start, width)
+            count, data = rollups.read_buckets(c, tier, sid, base, end, wide)
+            out.append({"metric": key, "downsampled": True, "count": count, "bucket_ms": wide, "points": data})
+            continue
         rates = q.rate_subquery(sid, start, end) if fn == "rate" else None
         count_query = q.rate_count_query(rates) if rates is not None else q.count_query(sid, start, end)
         count = int(c.execute(count_query).scalar() or 0)
@@ -77,7 +85,6 @@ def get_series(device: str) -> Response:
             data = [[ts, value] for ts, value in c.execute(raw)]
             out.append({"metric": key, "downsampled": False, "count": count, "points": data})
             continue
-        width = max(1, math.ceil((end - start + 1) / points))
         buckets = (
             q.rate_buckets_query(rates, start, width) if rates is not None else q.buckets_query(sid, start, end, width)
         )

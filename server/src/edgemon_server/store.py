@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from edgemon_protocol import topics
 from edgemon_protocol.payload import MAX_SEQ
-from edgemon_server import alert_state, fleet_config
+from edgemon_server import alert_state, fleet_config, rollups
 from edgemon_server.db import Base
 from edgemon_server.gaps import GapTracker
 from edgemon_server.validate import (
@@ -243,6 +243,7 @@ class Store:
                 result.stored = len(new)
                 result.duplicates = len(accepted) - len(new)
                 result.samples = self._samples(conn, new)
+                rollups.mark_late(conn, new, now_ms, self._insert)  # before this commits: no rollup misses it
                 result.alert_events = alert_state.apply_payloads(conn, new, now_ms, self._insert)
                 result.alert_events += alert_state.backlog(conn, new, self.backlog_alert, now_ms, self._insert)
                 self._update_devices(conn, accepted, new, now_ms)
