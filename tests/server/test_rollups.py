@@ -22,10 +22,16 @@ FOREVER = Retention(0, 0, 0)
 def write(store: Store, device: str, seqs: Any, start: float, now: float | None = None) -> None:
     """Payloads ``seqs`` of ``device`` (at ``start + seq`` s): each as it happened (``now`` None), or all at ``now``."""
     docs = [payload(device, seq, start=start) for seq in seqs]
-    if now is None:
+    if now is None:  # as they happened: a batch per 4 minutes, each arriving a second after its last
+        batches: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         for seq, doc in zip(seqs, docs, strict=True):
-            message = Message(f"devices/{device}/monitoring", json.dumps(doc).encode(), start + seq + 1)
-            store.write([message], now=start + seq + 1)
+            batches.setdefault(int(seq // 240), []).append((seq, doc))
+        for batch in batches.values():
+            arrived = start + batch[-1][0] + 1
+            store.write(
+                [Message(f"devices/{device}/monitoring", json.dumps(d).encode(), arrived) for _, d in batch],
+                now=arrived,
+            )
         return
     store.write([Message(f"devices/{device}/monitoring", json.dumps(d).encode(), now) for d in docs], now=now)
 

@@ -122,6 +122,15 @@ def roll_forward(engine: Engine, now_ms: int, budget_s: float = 5.0) -> int:
                     conn.execute(STATE.insert().values(tier=tier, cursor=start))
                 if start >= upto:
                     break
+                # A gap in the data (an old first sample, a quiet fleet) is skipped at once: the
+                # payloads table (a row per payload, not per sample) says where data starts again.
+                following = conn.execute(select(func.min(PAYLOADS.c.ts)).where(PAYLOADS.c.ts >= start)).scalar()
+                if following is None or following >= upto:
+                    conn.execute(update(STATE).where(STATE.c.tier == tier).values(cursor=upto))
+                    done += (upto - start) // width
+                    break
+                if following >= start + width * STEP_BUCKETS:
+                    start = bucket_of(int(following), width)
                 end = min(upto, start + width * STEP_BUCKETS)
                 series = _all_series(conn)
                 for i in range(0, len(series), CHUNK):
