@@ -132,6 +132,7 @@ def test_arbitrary_text_never_crashes_the_loader(tmp_path_factory, text):
         assert cfg.agent.interval > 0
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_check_config_cli(tmp_path, agent_env):
     good = write(tmp_path, '[agent]\ninterval = 15\n\n[plugins.disk]\nexclude_mounts = ["/snap/*"]\n')
     result = run_agent("check-config", "--config", str(good), env=agent_env)

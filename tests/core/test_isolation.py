@@ -444,6 +444,7 @@ def test_run_keeps_its_interval_with_hostile_plugins(hostile):
     assert max(gaps) < 1.2, f"the interval holds: {gaps}"
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_plugins_listing_never_hangs_and_names_the_reasons(hostile):
     result = run_agent("plugins", "--json", env=hostile, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -475,6 +476,7 @@ def test_plugins_test_shows_the_plugins_traceback(fake_install, agent_env):
     assert "problem: collector tb raised OSError: [Errno 5] bus error (at edgemon_tb.py:4)" in result.stderr
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_config_flag_before_or_after_the_subcommand(tmp_path, agent_env):
     cfg = tmp_path / "agent.toml"
     cfg.write_text("[plugins.cpu]\npercpu = false\n")

@@ -58,6 +58,7 @@ def broken(fake_install):
     return fake_install("edgemon-broken", BROKEN_EPS, BROKEN)
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_third_party_plugin_is_discovered_through_its_entry_point(agent_env):
     result = run_agent("plugins", "--json", env=agent_env)
     assert result.returncode == 0, result.stderr
@@ -102,6 +103,7 @@ def test_plugin_settings_reach_the_plugin(tmp_path, agent_env):
     }
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_broken_installs_are_reported_and_the_rest_loads(broken, agent_env):
     pm = plugins.make_plugin_manager()
     records = {r.name: r for r in plugins.load_plugins(pm)}

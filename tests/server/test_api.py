@@ -475,6 +475,7 @@ def test_schemathesis_no_5xx_and_responses_match_the_schema(client, store):
     assert not failures, "\n".join(failures[:5])
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_non_loopback_bind_without_token_is_refused(sqlite_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
     env["EDGEMON_DATABASE_URL"] = sqlite_url
@@ -485,6 +486,7 @@ def test_non_loopback_bind_without_token_is_refused(sqlite_url):
     assert "refusing to serve fleet data without auth" in out.stderr
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_api_command_serves_http_and_stops_on_sigterm(sqlite_url):
     from tests.harness import free_port
 

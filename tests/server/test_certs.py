@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -34,6 +35,7 @@ def certs_here(*args: str, cwd) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_init_and_device(tmp_path):
     out = certs("init", "--dir", "pki", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -57,6 +57,7 @@ def test_token_file_and_bind(tmp_path):
     assert split_bind("[::1]:9") == ("::1", 9)
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_bad_config_file_makes_the_cli_exit_2_naming_the_line(tmp_path):
     import subprocess
 

@@ -32,6 +32,7 @@ def test_the_server_distribution_does_not_require_the_agent():
     assert "edgemon-core" not in deps
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_the_server_runs_with_the_agent_unimportable(tmp_path):
     """Every module of the server imports, and its commands run, while importing the agent fails."""
     script = (

@@ -79,6 +79,7 @@ def test_bad_client_certificates_log_one_clear_error_and_back_off(mqtt_env, run_
     assert status["state"] == "disconnected"
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_agent_sends_acknowledged_payloads_again_when_the_server_asks(mqtt_env, subscriber, run_agent_proc):
     from awscrt import mqtt5
 
@@ -101,6 +102,7 @@ def test_agent_sends_acknowledged_payloads_again_when_the_server_asks(mqtt_env, 
     assert logged[0]["reason"] == "seq 1..3: 3 requeued, 0 no longer kept"
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_bad_resend_commands_are_logged_and_ignored(mqtt_env, subscriber, run_agent_proc):
     from awscrt import mqtt5
 

@@ -126,6 +126,7 @@ def test_status_command(mqtt_env, subscriber, tmp_path):
     assert "buffer:" in text
 
 
+@pytest.mark.slow  # a process of its own: end to end
 def test_insecure_local_publishes_over_plain_tcp(tmp_path, pki, agent_env):
     import subprocess
 
