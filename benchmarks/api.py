@@ -2,12 +2,16 @@
 
 Builds a SQLite database (through the migrations) of 1,000 devices x 50
 metrics x 200 samples (10,000,000 samples, 10 s apart) plus one device with
-a full day at 10 s (50 x 8,640 samples) for the downsampled series; serves it
-with ``edgemon-server api`` (waitress); then times, over HTTP from this
-process, ``latest`` of random devices, a 24 h ``series`` downsampled to 500
-points, and the ``devices`` page (100 devices with headline values), and the
-same queries run directly on a SQLAlchemy connection. The HTTP client keeps
-its connection open (HTTP/1.1 keep-alive, as a browser does).
+a full day at 10 s (50 x 8,640 samples) for the downsampled series, and one
+device with a year of CPU as the default retention leaves it (raw 10 s
+samples for 14 days, 5-minute rollups for 180 days, hourly ones for the
+year); serves it with ``edgemon-server api`` (waitress); then times, over
+HTTP from this process, ``latest`` of random devices, a 24 h ``series``
+downsampled to 500 points, a 1-year series (500 points, from the rollups),
+the ``devices`` page (100 devices with headline values) and the fleet query
+(the fullest disk of every device, top 20), and the same work run directly on
+a SQLAlchemy connection. The HTTP client keeps its connection open
+(HTTP/1.1 keep-alive, as a browser does).
 
 Run: ``.venv/bin/python benchmarks/api.py [--devices 1000] [--requests 300]``
 """
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select
 
-from edgemon_server import migrations
+from edgemon_server import migrations, rollups
 from edgemon_server import queries as q
 from edgemon_server.db import make_engine
 from tests.harness import free_port
@@ -76,9 +80,35 @@ def build(path: Path, devices: int, per_series: int) -> int:
         db.executemany("INSERT INTO samples VALUES (?, ?, ?)", rows)
         db.execute("COMMIT")
         total += len(rows)
+    total += year(db)
     db.execute("ANALYZE")
     db.close()
     return total
+
+
+def year(db: sqlite3.Connection) -> int:
+    """The "year" device's CPU: raw for 14 days, 5-minute rollups for 180, hourly for 365, rolled up to now."""
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT INTO devices (id, first_seen, last_seen, last_ts, last_seq, interval, attributes, received,"
+        " duplicates, first_seq, max_seq) VALUES ('year', ?, ?, ?, 1, 10, '{}', 1, 0, 1, 1)",
+        (NOW_MS - 365 * DAY_MS, NOW_MS, NOW_MS),
+    )
+    sid = db.execute("INSERT INTO series (device_id, key) VALUES ('year', 'cpu-percent') RETURNING id").fetchone()[0]
+    rng = random.Random(3)
+    raw = [(sid, NOW_MS - j * 10_000, rng.random() * 100) for j in range(14 * DAY_MS // 10_000)]
+    db.executemany("INSERT INTO samples VALUES (?, ?, ?)", sorted(raw))
+    for table, width, days in (("rollups_5m", 300_000, 180), ("rollups_1h", 3_600_000, 365)):
+        top = NOW_MS - 600_000
+        top -= top % width
+        rows = []
+        for j in range(1, days * DAY_MS // width):
+            lo, hi = sorted((rng.random() * 100, rng.random() * 100))
+            rows.append((sid, top - j * width, width // 10_000, (lo + hi) / 2 * width // 10_000, lo, hi, hi))
+        db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", sorted(rows))
+        db.execute("INSERT INTO rollup_state VALUES (?, ?)", ("5m" if width == 300_000 else "1h", top))
+    db.execute("COMMIT")
+    return len(raw)
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -158,12 +188,43 @@ def main() -> None:
             ids = [r.id for r in rows]
             return q.metric_counts(conn, ids), q.headlines(conn, ids, q.metadata(conn, ids))
 
+        year_from = (NOW_MS - 365 * DAY_MS) / 1000
+
+        def bare_year() -> Any:  # what the endpoint runs for a year: the hourly tier, raw where it stops
+            sid = q.series_ids(conn, "year", ["cpu-percent"])["cpu-percent"]
+            start, end = int(year_from * 1000), int(to * 1000)
+            width = (end - start + 499) // 500
+            tier = rollups.tier_for(width)
+            assert tier == "1h"
+            base, wide = rollups.aligned(tier, start, width)
+            return rollups.read_buckets(conn, tier, sid, base, end, wide)
+
+        def bare_query() -> Any:  # the fleet query's work: candidate series, their newest values, the top 20
+            pattern = "disk-usage-*-percent"
+            rows = conn.execute(
+                select(q.SERIES.c.id, q.SERIES.c.device_id, q.latest_value(q.SERIES.c.id)).where(
+                    q.SERIES.c.key.like(q.like(pattern), escape="!")
+                )
+            ).all()
+            best: dict[str, float] = {}
+            for _sid, device, value in rows:
+                if value is not None and value > best.get(device, -1e308):
+                    best[device] = value
+            return sorted(best.items(), key=lambda kv: -kv[1])[:20]
+
         series_url = f"/api/v1/devices/dense/series?metric=cpu-percent&from={frm}&to={to}&points=500"
+        year_url = f"/api/v1/devices/year/series?metric=cpu-percent&from={year_from}&to={to}&points=500"
+        query_url = "/api/v1/query?metric=disk-usage-*-percent&agg=max&top=20"
         cases = [
             ("latest", over_http("/api/v1/devices/{d}/latest"), bare_latest, 10),
             ("series 24 h -> 500 points", over_http(series_url), bare_series, 20),
+            ("series 1 year (rollups)", over_http(year_url), bare_year, 50),
             ("devices (page of 100)", over_http("/api/v1/devices?limit=100"), bare_devices, 50),
+            ("query: fullest disk, top 20", over_http(query_url), bare_query, 100),
         ]
+        got_year = json.load(urllib.request.urlopen(base + year_url))["series"][0]
+        assert got_year["downsampled"], got_year
+        assert 300 <= len(got_year["points"]) <= 500, len(got_year["points"])
         got = json.load(urllib.request.urlopen(base + series_url))
         assert got["series"][0]["downsampled"], got["series"][0]["count"]
         assert len(got["series"][0]["points"]) == 500
