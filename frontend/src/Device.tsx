@@ -70,6 +70,16 @@ export function Device({ view }: { view: DeviceView }) {
             .map((p) => `${p.name} ${p.version}`)
             .join(", ") || "–"}
         </dd>
+        {Object.keys(d.tags).length > 0 && (
+          <>
+            <dt>tags</dt>
+            <dd data-tags>
+              {Object.entries(d.tags)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(", ")}
+            </dd>
+          </>
+        )}
         <dt>payloads</dt>
         <dd>
           {d.counters.received} received, {d.counters.duplicates} duplicates, {d.counters.missing} missing,{" "}

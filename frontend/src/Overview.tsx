@@ -4,6 +4,7 @@ import type { ListAlertsResponse } from "./api-types";
 import { summarize } from "./alerts";
 import { Sparkline } from "./Chart";
 import { formatAgo, formatUnit } from "./format";
+import { matchesSearch } from "./search";
 import { sortDevices } from "./sort";
 import { usePoll } from "./usePoll";
 import { buildDeviceUrl, buildOverviewUrl, follow, navigate, type OverviewView, type SortKey } from "./url";
@@ -48,7 +49,7 @@ export function Overview({ view }: { view: OverviewView }) {
   const devices = fleet.data;
   const shown = useMemo(() => {
     const q = view.q.toLowerCase();
-    const matching = (devices ?? []).filter((d) => d.id.toLowerCase().includes(q));
+    const matching = (devices ?? []).filter((d) => matchesSearch(d, q));
     return sortDevices(matching, view.sort, view.desc);
   }, [devices, view.q, view.sort, view.desc]);
   const labels = useMemo(() => headlineLabels(devices ?? []), [devices]);
@@ -96,7 +97,7 @@ export function Overview({ view }: { view: OverviewView }) {
       <div className="toolbar">
         <input
           type="search"
-          placeholder="search devices by id…"
+          placeholder="search devices by id or tag (site=berlin)…"
           value={view.q}
           onChange={(e) => go({ q: e.target.value })}
           aria-label="search devices"
@@ -160,7 +161,7 @@ export function Overview({ view }: { view: OverviewView }) {
           })}
         </tbody>
       </table>
-      {shown.length === 0 && <p className="muted">No device id contains “{view.q}”.</p>}
+      {shown.length === 0 && <p className="muted">No device id or tag matches “{view.q}”.</p>}
       {pages > 1 && (
         <div className="pager">
           <button disabled={page <= 1} onClick={() => navigate(buildOverviewUrl({ ...view, page: page - 1 }))}>

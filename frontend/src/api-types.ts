@@ -20,6 +20,8 @@ export type DeviceSummary = {
   headlines: Headline[];
   /** its applied configuration is not the desired one */
   config_drift: boolean;
+  /** the device's tags ([agent] tags), as it last sent them */
+  tags: Record<string, string>;
 };
 
 export type Headline = {
@@ -45,6 +47,8 @@ export type Device = {
   interval: number;
   online: boolean;
   attributes: Record<string, string>;
+  /** the device's tags ([agent] tags), as it last sent them */
+  tags: Record<string, string>;
   counters: {
     received: number;
     duplicates: number;

@@ -14,6 +14,7 @@ const device = (id: string, cpu: number | null, online = true, alerts = 0, alert
   alert_severity,
   headlines: cpu === null ? [] : [{ label: "CPU", key: "cpu-percent", value: cpu, unit: "%" }],
   config_drift: false,
+  tags: {},
 });
 
 describe("sortDevices", () => {

@@ -328,8 +328,9 @@ class Agent(PluginHost):
     def describe(self) -> bytes:
         """The metric metadata document of the current collectors; handed to the sink when it changed."""
         entries = metadata.document(self.collectors)
-        body = meta_mod.encode(self.device_id, payload_mod.utc_timestamp(self.clock()), entries)
-        fingerprint = meta_mod.encode(self.device_id, "", entries)
+        tags = self.config.agent.tags
+        body = meta_mod.encode(self.device_id, payload_mod.utc_timestamp(self.clock()), entries, tags)
+        fingerprint = meta_mod.encode(self.device_id, "", entries, tags)
         if self.sink is not None and fingerprint != self._described:
             self._described = fingerprint
             try:

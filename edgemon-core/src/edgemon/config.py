@@ -31,6 +31,7 @@ from edgemon_protocol import thresholds as rules
 from edgemon_protocol.alerting import Threshold
 from edgemon_protocol.config import ConfigError, Where, check_ranges, coerce, load_sections
 from edgemon_protocol.ids import DEVICE_ID_RE, device_id_from
+from edgemon_protocol.meta import check_tags
 
 __all__ = [
     "AgentSettings",
@@ -73,6 +74,8 @@ class AgentSettings:
             shutdown) may take before the plugin is reported failed.
         log_format: ``text`` or ``json`` (one JSON object per line).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        tags: free-form ``name = "value"`` pairs the server filters and groups devices by
+            (``{site = "berlin", line = "3"}``; ``EDGEMON_TAGS="site=berlin,line=3"``).
     """
 
     client_id: str = ""
@@ -85,6 +88,7 @@ class AgentSettings:
     startup_timeout: float = 10.0
     log_format: str = "text"
     log_level: str = "info"
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,8 +199,9 @@ def load(
     agent: AgentSettings = parsed["agent"]
     layer = remote_doc or {}
     if layer.get("agent"):
-        changes: dict[str, Any] = {key: float(value) for key, value in layer["agent"].items()}
+        changes: dict[str, Any] = {k: v if k == "tags" else float(v) for k, v in layer["agent"].items()}
         agent = replace(agent, **changes)
+    agent = replace(agent, tags=_tags(agent.tags, where.at("agent", "tags") if "tags" in raw.get("agent", {}) else ""))
     if agent.timeout == 0:
         agent = replace(agent, timeout=min(2.0, agent.interval / 2))
     agent_raw = raw.get("agent", {})
@@ -260,6 +265,17 @@ def _check_agent(agent: AgentSettings, where: Any) -> None:
             f"{where('client_id')}agent.client_id: {agent.client_id!r} may hold only letters, digits, _ . : - "
             "(it becomes an MQTT topic level)"
         )
+
+
+def _tags(value: Any, where: str) -> dict[str, str]:
+    """``[agent] tags`` (a table, or ``site=berlin,line=3`` from ``EDGEMON_TAGS``), checked."""
+    if isinstance(value, str):
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    try:
+        return check_tags(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}agent.tags: {exc}") from None
 
 
 def check_mqtt(mqtt: MqttSettings, where: Any) -> None:

@@ -4,7 +4,7 @@ A collector declares metadata per flat key or key pattern, relative to its own n
 prefixes the name and sends the whole set once per connection and whenever it changes, to
 ``devices/<id>/meta`` (not in every payload)::
 
-    {"schema": 1, "device_id": "press-17", "ts": "2026-11-30T01:00:00.000Z",
+    {"schema": 1, "device_id": "press-17", "ts": "2026-11-30T01:00:00.000Z", "tags": {"site": "berlin"},
      "metrics": {"disk-usage-*-percent": {"unit": "%", "kind": "gauge", "headline": "Disk"},
                  "disk-io-*-read_bytes": {"unit": "B", "kind": "counter", "description": "bytes read"}}}
 
@@ -32,6 +32,10 @@ MAX_ENTRIES = 512
 """Patterns in one metadata document at most."""
 MAX_DESCRIPTION = 200
 MAX_HEADLINE = 24
+TAG_KEY_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+MAX_TAGS = 32
+MAX_TAG_VALUE = 64
+"""A device's tags (``[agent] tags = {site = "berlin", line = "3"}``) travel with its metadata."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,40 @@ def lookup(entries: Iterable[tuple[str, Metric]], key: str) -> Metric | None:
     return None
 
 
-def encode(device: str, ts: str, entries: Mapping[str, Metric]) -> bytes:
-    """The body of a metadata message (order kept: the first match wins)."""
-    doc = {"schema": 1, "device_id": device, "ts": ts, "metrics": {p: m.to_json() for p, m in entries.items()}}
+def check_tags(tags: Any) -> dict[str, str]:
+    """A device's tags, checked: at most 32, keys ``[a-z][a-z0-9_.-]``, values one line of <= 64 characters.
+
+    Raises:
+        ValueError: with the reason.
+    """
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        raise ValueError(f"tags must be a table of at most {MAX_TAGS} name = value")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
+            raise ValueError(f"tag {key!r}: a name of lower-case letters, digits, _ . - (at most 32)")
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE or not value.isprintable():
+            raise ValueError(f"tag {key}: a value is a string of at most {MAX_TAG_VALUE} printable characters")
+    return dict(tags)
+
+
+def parse_tags(body: bytes) -> dict[str, str]:
+    """The tags of a metadata message (none: ``{}``).
+
+    Raises:
+        ValueError: with the reason.
+    """
+    return check_tags(json.loads(body).get("tags", {}))
+
+
+def encode(device: str, ts: str, entries: Mapping[str, Metric], tags: Mapping[str, str] | None = None) -> bytes:
+    """The body of a metadata message (order kept: the first match wins), with the device's tags."""
+    doc: dict[str, Any] = {"schema": 1, "device_id": device, "ts": ts}
+    if tags:
+        doc["tags"] = dict(tags)
+    doc["metrics"] = {p: m.to_json() for p, m in entries.items()}
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     parse(body)  # the sender holds itself to what the receiver accepts
+    parse_tags(body)
     return body
 
 

@@ -2,7 +2,7 @@
 
 A document is the agent's own TOML vocabulary as a JSON object, limited to what may change remotely::
 
-    {"agent": {"interval": 5, "timeout": 2},
+    {"agent": {"interval": 5, "timeout": 2, "tags": {"site": "berlin"}},
      "plugins": {"disk": {"enabled": true, "interval": 60, "exclude_mounts": ["/snap/*"]}},
      "alerts": {"defaults": true, "threshold": [{"metric": "disk-usage-*-percent", "above": 80}]}}
 
@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgemon_protocol.config import ConfigError, Where
+from edgemon_protocol.meta import check_tags
 from edgemon_protocol.thresholds import thresholds
 
 AGENT_KEYS = {"interval": (0.1, 86400.0), "timeout": (0.0, 86400.0)}
@@ -45,7 +46,7 @@ MAX_BYTES = 64 * 1024
 """A document and its envelope at most (an AWS IoT shadow holds 8 KB; a message 128 KB)."""
 COMMAND = "config"
 """The command name (``devices/<id>/commands/config``) a version travels under."""
-ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "plugins", "alerts")
+ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "agent.tags", "plugins", "alerts")
 """What a device lets remote documents change unless its ``[remote_config] allow`` says otherwise."""
 
 
@@ -72,9 +73,16 @@ def check_document(document: Any, where: Where) -> dict[str, Any]:
     if not isinstance(agent, dict):
         raise ConfigError(f"{where.at('agent', None)}[agent] must be a table")
     for key, value in agent.items():
+        if key == "tags":
+            try:
+                check_tags(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where.at('agent', key)}agent.tags: {exc}") from None
+            continue
         if key not in AGENT_KEYS:
             raise ConfigError(
-                f"{where.at('agent', key)}agent.{key} cannot be changed remotely ({', '.join(sorted(AGENT_KEYS))} can)"
+                f"{where.at('agent', key)}agent.{key} cannot be changed remotely "
+                f"({', '.join(sorted(AGENT_KEYS))}, tags can)"
             )
         low, high = AGENT_KEYS[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:

@@ -28,6 +28,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     target.add_argument("--group", metavar="NAME", help="a group's layer (devices whose id matches --match)")
     target.add_argument("--device", metavar="ID", help="one device's layer")
     push.add_argument("--match", metavar="GLOB", help="the device ids of a new group (press-*)")
+    push.add_argument("--match-tag", metavar="NAME=VALUE", help="or the devices of a new group by tag (site=berlin)")
     push.add_argument("--canary", default="0%", help="share of the devices that get it first (5%%); 0%%: all at once")
     push.add_argument("--wait", default="15m", help="how long the canary runs before the rest get it (15m)")
     push.add_argument(
@@ -82,6 +83,8 @@ def _push(args: argparse.Namespace, engine: Any) -> int:
             raise ValueError("--expires must be in the future")
         if not 0 <= canary <= 100:
             raise ValueError("--canary: a share between 0% and 100%")
+        if args.match_tag and "=" not in args.match_tag:
+            raise ValueError("--match-tag: name=value")
         scope, name = ("fleet", "") if args.all else ("group", args.group) if args.group else ("device", args.device)
         rollout = fleet_config.push(
             engine,
@@ -89,7 +92,7 @@ def _push(args: argparse.Namespace, engine: Any) -> int:
             name,
             document,
             where=Where(str(path), text),
-            match=args.match,
+            match=f"tag:{args.match_tag}" if args.match_tag else args.match,
             canary_percent=canary,
             wait_s=wait,
             abort_on_rejects=args.abort_on_rejects,

@@ -203,6 +203,8 @@ class MetricMeta(Base):
     """The document's time on the device's clock (an older one arriving late is ignored)."""
     received: Mapped[int] = mapped_column(BigInteger)
     entries: Mapped[list[Any]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    """The device's tags (``[agent] tags``), sent with its metadata."""
 
 
 class AlertState(Base):

@@ -53,7 +53,14 @@ def fleet() -> Response:
             raise ApiError(400, "cursor: does not belong to this sort order")
         if sort != "id" and not -(2**63) < after[0] < 2**63:
             raise ApiError(400, "cursor: not a cursor returned by this API")
-    rows = conn().execute(q.devices_page(prefix, sort, descending, after, limit)).all()
+    page = q.devices_page(prefix, sort, descending, after, limit)
+    if wanted := request.args.getlist("tag"):
+        try:
+            filters = q.parse_tag_filters([w[:200] for w in wanted[:10]])
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        page = page.where(q.DEVICES.c.id.in_(sorted(q.tagged(conn(), filters))))
+    rows = conn().execute(page).all()
     more = len(rows) > limit
     rows = rows[:limit]
     ids = [r.id for r in rows]
@@ -61,6 +68,7 @@ def fleet() -> Response:
     heads = q.headlines(conn(), ids, q.metadata(conn(), ids)) if ids else {}
     firing = q.alert_counts(conn(), ids) if ids else {}
     drift = {c["device"] for c in fleet_config.status(conn(), ids) if c["drift"]} if ids else set()
+    tags = q.device_tags(conn(), ids) if ids else {}
     items = [
         {
             "id": r.id,
@@ -74,6 +82,7 @@ def fleet() -> Response:
             "alert_severity": firing.get(r.id, (0, None))[1],
             "headlines": heads.get(r.id, []),
             "config_drift": r.id in drift,
+            "tags": tags.get(r.id, {}),
         }
         for r in rows
     ]
@@ -105,6 +114,7 @@ def device(device: str) -> Response:
             "interval": row.interval,
             "online": online(row, now_ms),
             "attributes": row.attributes or {},
+            "tags": q.device_tags(c, [row.id]).get(row.id, {}),
             "counters": {
                 "received": row.received,
                 "duplicates": row.duplicates,

@@ -1,8 +1,9 @@
 """Remote configuration on the server: layers, compiled versions, rollouts, and what devices report.
 
-One writer, whole documents: ``edgemon-server config push`` sets a layer (the fleet's, a group's, a
-device's) and compiles, for each device it reaches, the merge of its layers (fleet < groups, by name <
-device) into one document. A document that differs from the device's newest becomes a new version
+One writer, whole documents: ``edgemon-server config push`` sets a layer (the fleet's; a group's:
+device ids matching a glob, or devices with a tag, ``tag:site=berlin``; a device's) and compiles, for
+each device it reaches, the merge of its layers (fleet < groups, by name < device) into one document.
+A document that differs from the device's newest becomes a new version
 (numbers only grow, every version is kept) and the device's ``desired_version``. The collector sends
 a device every desired version newer than the one it has: at once when it is connected, and when it
 next asks (``get`` on every connection), so no change is lost to an offline period and no stale
@@ -30,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from edgemon_protocol import remote
 from edgemon_protocol.config import Where
 from edgemon_server import alert_state
+from edgemon_server import queries as q
 from edgemon_server.db import Base
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ def layers_for(conn: Connection, device: str, now_ms: int) -> list[dict[str, Any
         dict(r._mapping)
         for r in conn.execute(select(LAYERS).where(or_(LAYERS.c.expires_at.is_(None), LAYERS.c.expires_at > now_ms)))
     ]
-    chosen = {(r["scope"], r["name"]): r for r in rows if fnmatch.fnmatchcase(device, r["match"])}
+    tags = q.device_tags(conn, [device]).get(device, {})
+    chosen = {(r["scope"], r["name"]): r for r in rows if reaches(r["match"], device, tags)}
     for rollout in conn.execute(select(ROLLOUTS).where(ROLLOUTS.c.state == "canary")):
         if device in rollout.canary:
             chosen[(rollout.scope, rollout.name)] = {
@@ -113,11 +116,20 @@ def compile_for(conn: Connection, device: str, now_ms: int, rollout_id: int | No
     return int(version)
 
 
+def reaches(match: str, device: str, tags: dict[str, str]) -> bool:
+    """Whether a layer's ``match`` takes in a device: a glob on its id, or ``tag:name=value`` (a glob value)."""
+    if match.startswith("tag:"):
+        name, _, value = match[4:].partition("=")
+        return name in tags and fnmatch.fnmatchcase(tags[name], value)
+    return fnmatch.fnmatchcase(device, match)
+
+
 def devices_matching(conn: Connection, match: str) -> list[str]:
-    """Known devices (with payloads, or that asked for their configuration) whose id matches a glob."""
+    """Known devices (with payloads, or that asked for their configuration) that ``match`` takes in."""
     known = {r[0] for r in conn.execute(select(DEVICES.c.id))}
     known |= {r[0] for r in conn.execute(select(DEVICE_CONFIG.c.device_id))}
-    return sorted(d for d in known if fnmatch.fnmatchcase(d, match))
+    tags = q.device_tags(conn) if match.startswith("tag:") else {}
+    return sorted(d for d in known if reaches(match, d, tags.get(d, {})))
 
 
 def canary_share(devices: Sequence[str], percent: float) -> list[str]:

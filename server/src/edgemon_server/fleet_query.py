@@ -3,8 +3,9 @@
 ``metric`` is a flat key or a pattern (``*`` one level, ``**`` any number: ``disk-usage-*-percent``).
 Each device's value is ``agg`` (max, min, avg, sum) over its matching keys' latest values, or,
 with ``from``/``to``, over every sample of its matching keys in that window. ``top`` and ``order``
-keep the worst (or best) devices; ``device`` narrows the fleet by a glob. "Which devices have a disk
-above 90 %?" is one request: ``?metric=disk-usage-*-percent&agg=max&top=20``.
+keep the worst (or best) devices; ``device`` narrows the fleet by a glob, ``tag=name=value`` by its
+tags. "Which devices have a disk above 90 %?" is one request:
+``?metric=disk-usage-*-percent&agg=max&top=20``.
 """
 
 from __future__ import annotations
@@ -58,10 +59,16 @@ def query() -> Response:
     if prefix:
         candidates = candidates.where(q.SERIES.c.device_id.startswith(prefix, autoescape=True))
     c = conn()
+    allowed: set[str] | None = None
+    if wanted := request.args.getlist("tag"):
+        try:
+            allowed = q.tagged(c, q.parse_tag_filters([w[:200] for w in wanted[:10]]))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
     series = [
         (sid, device, key)
         for sid, device, key in c.execute(candidates)
-        if matcher.fullmatch(key) and fnmatch.fnmatchcase(device, glob)
+        if matcher.fullmatch(key) and fnmatch.fnmatchcase(device, glob) and (allowed is None or device in allowed)
     ]
     per_device: dict[str, list[tuple[str, float, float, float, int]]] = {}
     for _sid, device, key, lo, hi, total, count in _values(c, series, window, start, end):

@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from edgemon_server import alert_state
+from edgemon_server import alert_state, queries
 from edgemon_server.db import Base
 from edgemon_server.notify_config import NotifyConfig, Receiver, Route
 from edgemon_server.notify_deliver import deliver
@@ -119,7 +119,11 @@ class Notifier:
             if not events:
                 return 0
             silences = active_silences(conn, now_ms)
-            silent = alert_state.silent_devices(conn, sorted({e["device_id"] for e in events}))
+            devices = sorted({e["device_id"] for e in events})
+            silent = alert_state.silent_devices(conn, devices)
+            tags = queries.device_tags(conn, devices)
+            for event in events:
+                event["tags"] = tags.get(event["device_id"], {})  # routes and silences may match on them
             due: dict[tuple[str, str], int] = {}
             rows = []
             for event in events:

@@ -7,7 +7,7 @@
     url_env = "EDGEMON_OPS_WEBHOOK"       # or url = "...", url_file = "..."
 
     [[notify.route]]
-    match = { severity = "critical" }     # on device, rule, severity, key (globs)
+    match = { severity = "critical" }     # on device, rule, severity, key, "tag.site" (globs)
     receivers = ["ops"]
     send_resolved = true
     group_by = ["device", "rule"]         # one notification per device and rule (default: per alert)
@@ -329,8 +329,12 @@ def _route(
         if key not in known:
             raise ConfigError(f"{at(key)}unknown key notify.route.{key} (known: {', '.join(sorted(known))})")
     match = table.get("match", {})
-    if not isinstance(match, dict) or not all(k in MATCH_FIELDS and isinstance(v, str) for k, v in match.items()):
-        raise ConfigError(f'{at("match")}notify.route.match: a table of {", ".join(MATCH_FIELDS)} = "glob"')
+    if not isinstance(match, dict) or not all(
+        (k in MATCH_FIELDS or k.startswith("tag.")) and isinstance(v, str) for k, v in match.items()
+    ):
+        raise ConfigError(
+            f'{at("match")}notify.route.match: a table of {", ".join(MATCH_FIELDS)}, "tag.<name>" = "glob"'
+        )
     names = table.get("receivers")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{at('receivers')}notify.route.receivers: a list of receiver names is required")

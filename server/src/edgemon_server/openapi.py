@@ -35,6 +35,11 @@ METRIC = {
         "description": {"type": ["string", "null"]},
     },
 }
+TAGS = {
+    "type": "object",
+    "additionalProperties": {"type": "string"},
+    "description": "the device's tags ([agent] tags), as it last sent them",
+}
 DEVICE_SUMMARY = {
     "type": "object",
     "required": [
@@ -49,6 +54,7 @@ DEVICE_SUMMARY = {
         "alert_severity",
         "headlines",
         "config_drift",
+        "tags",
     ],
     "properties": {
         "id": {"type": "string"},
@@ -66,6 +72,7 @@ DEVICE_SUMMARY = {
             "description": "the overview's columns for this device, as its plugins declared them",
         },
         "config_drift": {"type": "boolean", "description": "its applied configuration is not the desired one"},
+        "tags": TAGS,
     },
 }
 DEVICE_CONFIG = {
@@ -123,6 +130,7 @@ DEVICE = {
         "interval",
         "online",
         "attributes",
+        "tags",
         "counters",
         "config",
     ],
@@ -135,6 +143,7 @@ DEVICE = {
         "interval": {"type": "number"},
         "online": {"type": "boolean"},
         "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+        "tags": TAGS,
         "counters": {
             "type": "object",
             "required": ["received", "duplicates", "missing", "rejected"],
@@ -327,6 +336,13 @@ def _paths() -> dict[str, Any]:
                     "parameters": [
                         _param("prefix", {"type": "string", "maxLength": 128}, "device id prefix"),
                         _param(
+                            "tag",
+                            {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+                            "name=value (a glob value; repeatable: all must hold)",
+                            style="form",
+                            explode=True,
+                        ),
+                        _param(
                             "sort",
                             {
                                 "type": "string",
@@ -490,6 +506,13 @@ def _paths() -> dict[str, Any]:
                         _param("order", {"enum": ["desc", "asc"]}, "desc: highest first (desc)"),
                         _param("top", {"type": "integer", "minimum": 1, "maximum": 10000}, "how many devices (100)"),
                         _param("device", {"type": "string", "maxLength": 128}, "only devices matching this glob"),
+                        _param(
+                            "tag",
+                            {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+                            "only devices with this tag: name=value (a glob value; repeatable)",
+                            style="form",
+                            explode=True,
+                        ),
                         _param("from", {"type": "string"}, "aggregate every sample since (default: latest values)"),
                         _param("to", {"type": "string"}, "until (now)"),
                     ],

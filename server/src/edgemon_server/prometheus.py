@@ -135,6 +135,10 @@ def metrics() -> Response:
     for r in rows:
         fams["edgemon_device_up"].samples.append(({"device": r.id}, 1.0 if online(r, now_ms) else 0.0))
         fams["edgemon_device_last_seen_seconds"].samples.append(({"device": r.id}, r.last_seen / 1000))
+    fams["edgemon_device_info"] = Family("gauge", "1 per device, its tags as labels (tag_<name>)")
+    for device, tags in (q.device_tags(c, ids) if ids else {}).items():
+        labels = {"device": device, **{metric_name(f"tag_{k}"): v for k, v in sorted(tags.items())}}
+        fams["edgemon_device_info"].samples.append((labels, 1.0))
     fams["edgemon_exporter_truncated"] = Family("gauge", "1 when more devices match than limit")
     fams["edgemon_exporter_truncated"].samples.append(({}, 1.0 if truncated else 0.0))
     for name, family in sorted(fams.items()):

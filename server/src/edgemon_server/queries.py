@@ -88,6 +88,40 @@ def metadata(conn: Connection, ids: Sequence[str]) -> dict[str, list[tuple[str, 
     return out
 
 
+def device_tags(conn: Connection, ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """Each device's tags (``{}`` for a device that sent none)."""
+    query = select(META.c.device_id, META.c.tags)
+    if ids is not None:
+        query = query.where(META.c.device_id.in_(ids))
+    return {device: dict(tags or {}) for device, tags in conn.execute(query)}
+
+
+def parse_tag_filters(values: Sequence[str]) -> dict[str, str]:
+    """``tag=site=berlin`` (repeatable) as ``{"site": "berlin"}``.
+
+    Raises:
+        ValueError: a filter that is not name=value.
+    """
+    out = {}
+    for value in values:
+        name, sep, wanted = value.partition("=")
+        if not sep or not name:
+            raise ValueError(f"tag: {value[:80]!r} is not name=value")
+        out[name] = wanted
+    return out
+
+
+def tagged(conn: Connection, wanted: dict[str, str]) -> set[str]:
+    """The devices whose tags hold every ``name=value`` of ``wanted`` (a value may be a glob)."""
+    import fnmatch  # noqa: PLC0415
+
+    return {
+        device
+        for device, tags in device_tags(conn).items()
+        if all(name in tags and fnmatch.fnmatchcase(tags[name], value) for name, value in wanted.items())
+    }
+
+
 def like(pattern: str) -> str:
     """A SQL LIKE (escape character ``!``) that matches at least what a metadata pattern matches."""
     escaped = pattern.replace("!", "!!").replace("%", "!%").replace("_", "!_")

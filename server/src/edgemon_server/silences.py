@@ -20,9 +20,19 @@ FIELDS = ("device", "rule", "severity", "key")
 
 
 def matches(matchers: Mapping[str, str], event: Mapping[str, Any]) -> bool:
-    """Every matcher's glob matches the event's field (device, rule, severity, key)."""
+    """Every matcher's glob matches the event's field (device, rule, severity, key, or ``tag.<name>``).
+
+    A ``tag.<name>`` matcher needs the event's device to have that tag (``event["tags"]``).
+    """
     fields = {"device": event["device_id"], "rule": event["rule"], "severity": event["severity"], "key": event["key"]}
-    return all(fnmatch.fnmatchcase(str(fields.get(name, "")), glob) for name, glob in matchers.items())
+    tags = event.get("tags") or {}
+    for name, glob in matchers.items():
+        if name.startswith("tag."):
+            if name[4:] not in tags or not fnmatch.fnmatchcase(tags[name[4:]], glob):
+                return False
+        elif not fnmatch.fnmatchcase(str(fields.get(name, "")), glob):
+            return False
+    return True
 
 
 def add_silence(engine: Engine, matchers: Mapping[str, str], ends: float, comment: str, now: float) -> int:
@@ -33,9 +43,9 @@ def add_silence(engine: Engine, matchers: Mapping[str, str], ends: float, commen
     """
     if not matchers:
         raise ValueError("a silence needs at least one --match (it would mute everything)")
-    unknown = set(matchers) - set(FIELDS)
+    unknown = {m for m in matchers if m not in FIELDS and not m.startswith("tag.")}
     if unknown:
-        raise ValueError(f"unknown match field {sorted(unknown)[0]!r} (device, rule, severity, key)")
+        raise ValueError(f"unknown match field {sorted(unknown)[0]!r} (device, rule, severity, key, tag.<name>)")
     if ends <= now:
         raise ValueError("--until must be in the future: every silence ends")
     with engine.begin() as conn:

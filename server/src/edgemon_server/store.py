@@ -283,7 +283,7 @@ class Store:
     def _describe(self, conn: Connection, doc: Described, now_ms: int) -> None:
         """Keep the newest document of each device (by its own ``ts``): a late older one changes nothing."""
         old = conn.execute(select(META.c.ts).where(META.c.device_id == doc.device)).scalar()
-        row = {"ts": doc.ts, "received": now_ms, "entries": doc.entries}
+        row = {"ts": doc.ts, "received": now_ms, "entries": doc.entries, "tags": doc.tags}
         if old is None:
             conn.execute(META.insert().values(device_id=doc.device, **row))
         elif doc.ts >= old:

@@ -167,6 +167,7 @@ class Described:
     ts: int
     entries: list[list[Any]]
     """``[[pattern, {unit, kind, description, headline}], ...]`` in the device's order."""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def parse_meta(topic: str, body: bytes, limits: Limits, now: float) -> Described:
@@ -182,6 +183,7 @@ def parse_meta(topic: str, body: bytes, limits: Limits, now: float) -> Described
         raise RejectedError(f"metadata too large: {len(body)} bytes > {limits.max_bytes}")
     try:
         device, entries = meta.parse(body)
+        tags = meta.parse_tags(body)
         ts = parse_ts(json.loads(body).get("ts"))
     except ValueError as exc:
         raise RejectedError(f"metadata: {exc}") from None
@@ -189,7 +191,7 @@ def parse_meta(topic: str, body: bytes, limits: Limits, now: float) -> Described
         raise RejectedError(f"device_id {device!r} does not match the topic's {parsed.device!r}")
     if ts > (now + limits.max_future_s) * 1000:  # it would pin the device's metadata until then
         raise RejectedError(f"ts is more than {limits.max_future_s:g} s ahead of the server's clock")
-    return Described(device, ts, [[pattern, m.to_json()] for pattern, m in entries.items()])
+    return Described(device, ts, [[pattern, m.to_json()] for pattern, m in entries.items()], tags)
 
 
 def parse(topic: str, body: bytes, limits: Limits, now: float) -> Accepted:
