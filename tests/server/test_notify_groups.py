@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from edgemon_protocol.config import ConfigError, Where
-from edgemon_server import notify, notify_config, notify_deliver, notify_messages, silences
+from edgemon_server import notify, notify_config, notify_deliver, notify_messages, notify_periodic, silences
 from edgemon_server.db import Notification, NotifyGroup
 from edgemon_server.notify_config import NotifyConfig, Receiver, Route
 from tests.harness import free_port
@@ -124,10 +124,10 @@ def test_a_reminder_killed_after_its_send_is_repeated_with_the_same_key(store, e
         real(target, body)
         raise SystemExit("killed after the receiver answered, before the commit")
 
-    monkeypatch.setattr(notify, "deliver", deliver_then_die)
+    monkeypatch.setattr(notify_periodic, "deliver", deliver_then_die)
     with pytest.raises(SystemExit):
         first.send_repeats("ops")
-    monkeypatch.setattr(notify, "deliver", real)
+    monkeypatch.setattr(notify_periodic, "deliver", real)
     second = notifier(engine, receiver, clock, repeat_interval=HOUR)
     assert second.send_repeats("ops") == 0, "leased to the sender that died"
     clock.t += 45
@@ -257,11 +257,13 @@ def test_bad_grouping_says_why(route, reason):
 def test_groups_are_keyed_by_route_and_labels():
     route = Route({}, ("ops",), group_by=("device", "rule"))
     event = {"device_id": "d", "rule": "disk_full", "severity": "critical", "key": "disk-a"}
-    key, labels = notify.group_of(0, route, event)
+    key, labels = notify_periodic.group_of(0, route, event)
     assert labels == {"device": "d", "rule": "disk_full"}
-    assert key == notify.group_of(0, route, {**event, "key": "disk-b"})[0], "key is not a group_by label here"
-    assert key != notify.group_of(0, route, {**event, "device_id": "e"})[0]
-    assert key != notify.group_of(1, route, event)[0], "another route's group"
+    assert key == notify_periodic.group_of(0, route, {**event, "key": "disk-b"})[0], "key is not a group_by label here"
+    assert key != notify_periodic.group_of(0, route, {**event, "device_id": "e"})[0]
+    assert key != notify_periodic.group_of(1, route, event)[0], "another route's group"
     config = NotifyConfig({}, (route,))
-    assert notify.route_of(config, key) == (0, route)
-    assert notify.route_of(config, notify.group_of(3, route, event)[0]) is None, "a route no longer configured"
+    assert notify_periodic.route_of(config, key) == (0, route)
+    assert notify_periodic.route_of(config, notify_periodic.group_of(3, route, event)[0]) is None, (
+        "a route no longer configured"
+    )
