@@ -3,6 +3,7 @@ import type { DeviceDetail, Metric, SeriesData } from "./api";
 import type { GetDeviceAlertsResponse, ListMetricsResponse, ListSilencesResponse } from "./api-types";
 import { alertPeriods, silencing } from "./alerts";
 import { Chart } from "./Chart";
+import { defaultMetrics } from "./defaults";
 import { formatAgo, formatValue, groupByPlugin, type Unit } from "./format";
 import { MetricPicker } from "./MetricPicker";
 import { pluginStates } from "./plugins";
@@ -23,8 +24,10 @@ export function Device({ view }: { view: DeviceView }) {
   const alerts = useApi<GetDeviceAlertsResponse>(`/api/v1/devices/${id}/alerts?limit=200`, refresh);
   const silences = useApi<ListSilencesResponse>("/api/v1/silences", refresh);
   const { from, to } = rangeParams(view.range);
-  const seriesPath = view.metrics.length
-    ? `/api/v1/devices/${id}/series?${view.metrics.map((m) => `metric=${encodeURIComponent(m)}`).join("&")}` +
+  // No metric in the URL: the default charts (CPU, memory, disks, GPUs), without changing the URL.
+  const charted = view.metrics.length ? view.metrics : defaultMetrics((metrics.data?.metrics ?? []).map((m) => m.key));
+  const seriesPath = charted.length
+    ? `/api/v1/devices/${id}/series?${charted.map((m) => `metric=${encodeURIComponent(m)}`).join("&")}` +
       `&from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}&points=600`
     : null;
   const series = useApi<{ series: SeriesData[] }>(seriesPath, refresh);
@@ -204,9 +207,9 @@ export function Device({ view }: { view: DeviceView }) {
         </div>
         <MetricPicker available={metricKeys} selected={view.metrics} onChange={(metrics) => set({ metrics })} />
         {series.error && <p className="error" role="alert">{series.error}</p>}
-        {view.metrics.length === 0 && <p className="muted">Pick one or more metrics to chart.</p>}
-        {series.data && view.metrics.length > 0 && (
-          <Chart series={series.data.series} units={units} periods={periods.filter((p) => view.metrics.includes(p.key))} />
+        {charted.length === 0 && <p className="muted">Pick one or more metrics to chart.</p>}
+        {series.data && charted.length > 0 && (
+          <Chart series={series.data.series} units={units} periods={periods.filter((p) => charted.includes(p.key))} />
         )}
         {series.data?.series.some((s) => s.downsampled) && (
           <p className="muted">Downsampled: the line is each bucket's average, the band its min and max.</p>
