@@ -79,6 +79,10 @@ try {
   check(page.url().includes(`q=${encodeURIComponent(device)}`), "the search is in the URL");
   await page.click(`tr[data-device="${device}"] a`);
   await page.waitForSelector("table.snapshot");
+  // No metric in the URL: the page opens on the default charts (CPU, memory, the disks, the GPU).
+  await page.waitForSelector('.chart[data-series="6"]', { timeout: 15000 }).catch(() => undefined);
+  const opened = await page.getAttribute(".chart", "data-series").catch(() => null);
+  check(opened === "6", `the device page opens on CPU, memory, 3 disks and the GPU (got ${opened} series)`);
 
   for (const metric of metrics) {
     await page.fill('input[aria-label="search metrics"]', metric);
