@@ -125,3 +125,28 @@ def test_bad_resend_commands_are_logged_and_ignored(mqtt_env, subscriber, run_ag
         "'from' and 'to' must be integers >= 0",
     ]
     assert agent.proc.poll() is None, "still running"
+
+
+@pytest.mark.slow
+def test_a_broker_policy_without_the_config_topic_pauses_remote_config_not_payloads(
+    mqtt_env, broker, subscriber, run_agent_proc
+):
+    # A broker set up before remote configuration: devices may not publish to devices/<id>/config, and
+    # mosquitto drops a client that tries. The agent must notice, stop asking, and keep sending payloads.
+    broker.stop()
+    acl = broker.workdir / "acl"
+    acl.write_text("\n".join(line for line in acl.read_text().splitlines() if not line.endswith("/config")) + "\n")
+    broker.start()
+    subscriber.client.stop()
+    from tests.harness import SUBSCRIBER_CN, Subscriber
+
+    fresh = Subscriber(broker, broker.pki.issue(SUBSCRIBER_CN))
+    try:
+        agent = run_agent_proc(mqtt_env("dev-oldacl", EDGEMON_INTERVAL="0.5"))
+        assert fresh.wait_for(lambda ps: len({p["seq"] for p in ps}) >= 10, 40), agent.log.read_text()[-3000:]
+        records = agent.records()
+        paused = [r for r in records if str(r.get("msg", "")).startswith("remote configuration paused")]
+        assert len(paused) == 1, "said once, with the reason"
+        assert paused[0]["topic"] == "devices/dev-oldacl/config"
+    finally:
+        fresh.stop()

@@ -27,6 +27,7 @@ awscrt and awsiotsdk are imported only when MQTT is used, which keeps
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -89,6 +90,9 @@ class MqttSink:
         self.on_config: Callable[[bytes], None] = lambda _body: None
         """Called (on an MQTT thread) with each configuration version the server sends."""
         self._reports: list[bytes] = []
+        self._config_lost = 0
+        """Connections lost in a row while a configuration message awaited its PUBACK."""
+        self._config_paused_until = 0.0
         forward = self.connection.on_change
         forward_command = self.connection.on_command
 
@@ -179,8 +183,14 @@ class MqttSink:
             self._send_config(ask=False)
 
     def _send_config(self, ask: bool = True) -> None:
-        """The queued reports, then (on a new connection) the ``get`` with the applied version."""
-        if self.remote is None:
+        """The queued reports, then (on a new connection) the ``get`` with the applied version.
+
+        A broker whose policy predates remote configuration refuses ``devices/<id>/config``, and
+        mosquitto and AWS IoT then close the connection: after two connections lost in a row with a
+        configuration message in flight (or a refusal, 135), remote configuration pauses for
+        ``META_REFUSED_WAIT`` so that payloads keep flowing, and says why.
+        """
+        if self.remote is None or time.monotonic() < self._config_paused_until:
             return
         with self._meta_lock:
             bodies, self._reports = self._reports, []
@@ -188,9 +198,31 @@ class MqttSink:
             bodies.append(self.remote.get_message())
         for body in bodies:
             try:
-                self.connection.publish(self.config_topic, body)
+                future = self.connection.publish(self.config_topic, body)
             except Exception as exc:  # noqa: BLE001 - asked again on the next connection
                 log.warning("remote configuration message not sent", extra={"reason": repr(exc)})
+                continue
+            future.add_done_callback(functools.partial(self._config_done, body=body))
+
+    def _config_done(self, future: Future[Any], *, body: bytes) -> None:
+        exc = future.exception()
+        code = getattr(getattr(future.result(), "puback", None), "reason_code", None) if exc is None else None
+        refused = code is not None and int(code) == NOT_AUTHORIZED
+        if exc is None and not refused:
+            self._config_lost = 0
+            return
+        if b'"report"' in body:
+            with self._meta_lock:  # a report is kept for the next connection; a get is sent anew anyway
+                self._reports = [body, *self._reports][:20]
+        self._config_lost = 2 if refused else self._config_lost + 1
+        if self._config_lost >= 2:
+            self._config_lost = 0
+            self._config_paused_until = time.monotonic() + META_REFUSED_WAIT
+            log.error(
+                f"remote configuration paused for {META_REFUSED_WAIT:.0f} s: the broker refused or dropped "
+                f"{self.config_topic}; its policy (ACL) must allow this client to publish there",
+                extra={"topic": self.config_topic, "reason": "not authorized (135)" if refused else explain(exc)},
+            )
 
     def start(self) -> None:
         """Connect and start forwarding (including what an earlier run left buffered)."""
