@@ -1,0 +1,111 @@
+"""Storage benchmark: bytes per raw sample on SQLite and PostgreSQL, through the real store.
+
+For each database: a fresh, migrated database (its size is the baseline, measured in the same run),
+then ``--devices`` simulated devices x ``--payloads`` payloads of 51 samples each (the shape of
+``tests/fleet.py``: CPU, memory, disks, network, GPU, sensors), written through ``Store.write`` in
+batches of 100 payloads as the collector writes them, then one maintenance round (rollups). Printed:
+the database's size over the baseline divided by the raw samples, with the rollups and without
+(rollup rows counted apart), against the targets (SQLite <= 30 B, PostgreSQL <= 40 B).
+
+Run: ``.venv/bin/python benchmarks/storage.py [--devices 100 --payloads 360] [--pg-url URL]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import Engine, func, select, text
+
+from edgemon_server import migrations, rollups
+from edgemon_server.config import Retention
+from edgemon_server.db import make_engine
+from edgemon_server.store import Message, Store
+from tests.fleet import payload
+
+
+def fill(engine: Engine, devices: int, payloads: int) -> tuple[int, float]:
+    """Write the fleet through the store; (samples, seconds)."""
+    store = Store(engine)
+    start = time.time() - payloads * 10 - 3600
+    samples = 0
+    began = time.perf_counter()
+    for first in range(0, payloads, 100):
+        batch = []
+        for seq in range(first, min(payloads, first + 100)):
+            for d in range(devices):
+                doc = payload(f"dev-{d:04d}", seq, interval=10.0, start=start)
+                batch.append(Message(f"devices/dev-{d:04d}/monitoring", json.dumps(doc).encode(), time.time()))
+        for i in range(0, len(batch), 100):
+            samples += store.write(batch[i : i + 100]).samples
+    return samples, time.perf_counter() - began
+
+
+def measure(name: str, engine: Engine, size: Callable[[], int], devices: int, payloads: int, target: float) -> None:
+    migrations.upgrade(engine)
+    empty = size()
+    samples, seconds = fill(engine, devices, payloads)
+    raw = size() - empty
+    rollups.maintain(engine, Retention(0, 0, 0), round((time.time() + 3600) * 1000))
+    with engine.connect() as conn:
+        rolled = sum(
+            int(conn.execute(select(func.count()).select_from(t)).scalar() or 0) for t, _w in rollups.TIERS.values()
+        )
+    total = size() - empty
+    print(
+        f"{name:10} {samples:>12,} {seconds:8.1f} {raw / samples:10.1f} {total / samples:12.1f} {rolled:>12,}"
+        f"   <= {target:g} B: {'met' if raw / samples <= target else 'MISSED'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--payloads", type=int, default=360, help="per device, 10 s apart (360: an hour)")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    print(f"{'database':10} {'samples':>12} {'write s':>8} {'B/sample':>10} {'+rollups B':>12} {'rollup rows':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "storage.db"
+        engine = make_engine(f"sqlite:///{path}")
+
+        def sqlite_size() -> int:
+            with engine.connect() as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                pages = conn.execute(text("PRAGMA page_count")).scalar() or 0
+                free = conn.execute(text("PRAGMA freelist_count")).scalar() or 0
+                page = conn.execute(text("PRAGMA page_size")).scalar() or 0
+            return int((pages - free) * page)
+
+        measure("sqlite", engine, sqlite_size, args.devices, args.payloads, 30)
+        engine.dispose()
+    name = f"edgemon_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        engine = make_engine(args.pg_url.rsplit("/", 1)[0] + "/" + name)
+
+        def pg_size() -> int:
+            with engine.connect() as conn:
+                conn.execute(text("CHECKPOINT"))
+                return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar() or 0)
+
+        measure("postgresql", engine, pg_size, args.devices, args.payloads, 40)
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
