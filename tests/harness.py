@@ -310,3 +310,14 @@ class Subscriber:
 
     def stop(self) -> None:
         self.client.stop()
+
+
+def wait(predicate: Any, timeout: float, step: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from edgemon_server.api import ApiSettings, create_app
 from edgemon_server.db import AlertEvent, make_engine
+from tests.harness import wait
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +27,6 @@ SWITCH = """
     def edgemon_register_collectors(register):
         register("switch", read, metrics={"switch-level": Metric("%")})
 """
-
-
-def wait(predicate, timeout, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_a_fire_and_resolve_during_an_outage_arrive_after_it_in_order(

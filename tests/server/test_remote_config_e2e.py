@@ -16,18 +16,9 @@ from sqlalchemy import select
 
 from edgemon_server import cli
 from edgemon_server.db import DeviceConfig, make_engine
+from tests.harness import wait
 
 pytestmark = pytest.mark.slow
-
-
-def wait(predicate, timeout, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_a_device_through_pushes_rejects_an_outage_an_override_and_a_rollback(

@@ -134,10 +134,8 @@ class Daemon:
         except ConfigError as exc:
             log.error("configuration not reloaded; the running one stays", extra={"reason": str(exc)})
             return
-        device_id = self.agent.device_id
         self.agent.close()
-        self.agent = Agent(config, allowed=allowed_from_env(), keep_alert_state=True)
-        self.agent.device_id = device_id
+        self.agent = self._successor(config)
         self.agent.start()
         log.info(
             "configuration reloaded",
@@ -156,9 +154,13 @@ class Daemon:
                 "saved remote configuration no longer loads; the local file alone applies", extra={"reason": str(exc)}
             )
             return
-        device_id = self.agent.device_id
-        self.agent = Agent(config, allowed=allowed_from_env(), keep_alert_state=True)
-        self.agent.device_id = device_id
+        self.agent = self._successor(config)
+
+    def _successor(self, config: Config) -> Agent:
+        """An agent for ``config`` that goes on as the current one: the same device id (from the certificate)."""
+        agent = Agent(config, allowed=allowed_from_env(), keep_alert_state=True)
+        agent.device_id = self.agent.device_id
+        return agent
 
     # -- callbacks -------------------------------------------------------------------------------
 

@@ -52,9 +52,24 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from edgemon_server.config import sqlite_path
+
+INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+"""Each supported dialect's ``insert`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
+
+
+def insert_for(dialect: str) -> Any:
+    """The ``insert`` of a dialect (``engine.dialect.name``).
+
+    Raises:
+        ValueError: not SQLite or PostgreSQL.
+    """
+    if dialect not in INSERTS:
+        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    return INSERTS[dialect]
 
 
 class Base(DeclarativeBase):
@@ -105,38 +120,35 @@ class Sample(Base):
     value: Mapped[float] = mapped_column(Double)
 
 
-class Rollup5m(Base):
-    """Five minutes of one series: count, sum, min, max and the last value (``bucket``: its start, ms)."""
+class _RollupColumns:
+    """The columns of a rollup tier: (series, bucket start in ms) -> count, sum, min, max, last value."""
+
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    @declared_attr
+    def series_id(cls) -> Mapped[int]:  # noqa: N805 - declared_attr's first argument is the class
+        return mapped_column(
+            Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    sum: Mapped[float] = mapped_column(Double)
+    min: Mapped[float] = mapped_column(Double)
+    max: Mapped[float] = mapped_column(Double)
+    last: Mapped[float] = mapped_column(Double)
+
+
+class Rollup5m(_RollupColumns, Base):
+    """Five minutes of one series."""
 
     __tablename__ = "rollups_5m"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
-
-    series_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
-    )
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    count: Mapped[int] = mapped_column(Integer)
-    sum: Mapped[float] = mapped_column(Double)
-    min: Mapped[float] = mapped_column(Double)
-    max: Mapped[float] = mapped_column(Double)
-    last: Mapped[float] = mapped_column(Double)
 
 
-class Rollup1h(Base):
-    """An hour of one series, as :class:`Rollup5m`."""
+class Rollup1h(_RollupColumns, Base):
+    """An hour of one series."""
 
     __tablename__ = "rollups_1h"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
-
-    series_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
-    )
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    count: Mapped[int] = mapped_column(Integer)
-    sum: Mapped[float] = mapped_column(Double)
-    min: Mapped[float] = mapped_column(Double)
-    max: Mapped[float] = mapped_column(Double)
-    last: Mapped[float] = mapped_column(Double)
 
 
 class RollupDirty(Base):

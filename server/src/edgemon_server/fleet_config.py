@@ -26,13 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from edgemon_protocol import remote
 from edgemon_protocol.config import Where
 from edgemon_server import alert_state
 from edgemon_server import queries as q
-from edgemon_server.db import Base
+from edgemon_server.db import Base, insert_for
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +45,11 @@ SCOPES = ("fleet", "group", "device", "override")
 its devices go back to what the other layers say."""
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def _device_row(conn: Connection, device: str) -> None:
     """Make sure ``device_config`` has a row for ``device``."""
-    conn.execute(_insert(conn)(DEVICE_CONFIG).values(device_id=device, sent_version=0).on_conflict_do_nothing())
+    conn.execute(
+        insert_for(conn.dialect.name)(DEVICE_CONFIG).values(device_id=device, sent_version=0).on_conflict_do_nothing()
+    )
 
 
 # -- compiling -----------------------------------------------------------------------------------
@@ -208,7 +205,7 @@ def _set_layer(
 ) -> None:
     values = {"match": match, "document": document, "expires_at": expires_at, "updated": now_ms}
     conn.execute(
-        _insert(conn)(LAYERS)
+        insert_for(conn.dialect.name)(LAYERS)
         .values(scope=scope, name=name, **values)
         .on_conflict_do_update(index_elements=["scope", "name"], set_=values)
     )

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from edgemon_server import alert_state, queries
-from edgemon_server.db import Base
+from edgemon_server.db import Base, insert_for
 from edgemon_server.notify_config import NotifyConfig, Receiver, Route
 from edgemon_server.notify_deliver import deliver
 from edgemon_server.notify_messages import group_message
@@ -48,7 +48,6 @@ from edgemon_server.notify_periodic import (
     group_of,
     route_of,
     still_firing,
-    upsert,
 )
 from edgemon_server.silences import active_silences, matches
 
@@ -119,7 +118,7 @@ class Notifier(PeriodicSends):
                 if not chosen:  # no route wants it: a placeholder keeps the cursor (max event_id) moving
                     rows.append(self._row(event["id"], "", "unrouted", now_ms))
             # Another collector's notifier may have queued the same events: each (event, receiver) once.
-            conn.execute(upsert(self.engine)(OUTBOX).on_conflict_do_nothing(), rows)
+            conn.execute(insert_for(self.engine.dialect.name)(OUTBOX).on_conflict_do_nothing(), rows)
         return sum(1 for r in rows if r["status"] == "pending")
 
     @staticmethod
@@ -177,7 +176,9 @@ class Notifier(PeriodicSends):
         period = int(now_ms // (self.config.summary_every * 1000))
         rows = [self._row(-period, r, "summary", now_ms) for r in self.config.summary_receivers]
         with self.engine.begin() as conn:  # RETURNING: what was inserted (a driver's rowcount may not say)
-            done = conn.execute(upsert(self.engine)(OUTBOX).on_conflict_do_nothing().returning(OUTBOX.c.id), rows)
+            done = conn.execute(
+                insert_for(self.engine.dialect.name)(OUTBOX).on_conflict_do_nothing().returning(OUTBOX.c.id), rows
+            )
             return len(done.all())
 
     # send -----------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ class Notifier(PeriodicSends):
             conn.execute(delete(GROUPS).where(GROUPS.c.receiver == receiver, GROUPS.c.group_key == key))
             return
         values = {"last_sent": now_ms, "repeat_at": now_ms + round(route.repeat_interval * 1000), "repeats": 0}
-        insert = upsert(self.engine)(GROUPS).values(receiver=receiver, group_key=key, **values)
+        insert = insert_for(self.engine.dialect.name)(GROUPS).values(receiver=receiver, group_key=key, **values)
         conn.execute(insert.on_conflict_do_update(index_elements=["receiver", "group_key"], set_=values))
 
     # threads --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from edgemon_server import alert_state
 from edgemon_server.db import Base
@@ -54,11 +53,6 @@ def route_of(config: NotifyConfig, group_key: str) -> tuple[int, Route] | None:
 
 class TakenError(Exception):
     """Raised inside a claim's transaction to roll it back: another notifier took some of the rows."""
-
-
-def upsert(engine: Engine) -> Any:
-    """The dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``_do_update``)."""
-    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 class PeriodicSends:

@@ -107,6 +107,8 @@ def roll_forward(engine: Engine, now_ms: int, budget_s: float = 5.0) -> int:
     """Roll every tier up to ``ROLL_DELAY_MS`` ago, a few buckets per transaction; the buckets done."""
     done = 0
     deadline = time.monotonic() + budget_s
+    with engine.connect() as conn:
+        series = _all_series(conn)  # once a round (a series created meanwhile has no older samples)
     for tier, (table, width) in TIERS.items():
         upto = bucket_of(now_ms - ROLL_DELAY_MS, width)
         while time.monotonic() < deadline:
@@ -132,7 +134,6 @@ def roll_forward(engine: Engine, now_ms: int, budget_s: float = 5.0) -> int:
                 if following >= start + width * STEP_BUCKETS:
                     start = bucket_of(int(following), width)
                 end = min(upto, start + width * STEP_BUCKETS)
-                series = _all_series(conn)
                 for i in range(0, len(series), CHUNK):
                     _upsert(conn, table, width, start, end, series[i : i + CHUNK])
                 conn.execute(update(STATE).where(STATE.c.tier == tier).values(cursor=end))

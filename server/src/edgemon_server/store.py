@@ -22,18 +22,17 @@ import socket
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from edgemon_protocol import topics
 from edgemon_protocol.payload import MAX_SEQ
 from edgemon_server import alert_state, fleet_config, rollups
-from edgemon_server.db import Base
+from edgemon_server.db import Base, insert_for
 from edgemon_server.gaps import GapTracker
 from edgemon_server.validate import (
     Accepted,
@@ -134,10 +133,7 @@ class Store:
         self.engine = engine
         self.limits = limits or Limits()
         self.gaps = gaps
-        dialects: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-        if engine.dialect.name not in dialects:
-            raise ValueError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
-        self._insert = dialects[engine.dialect.name]
+        self._insert = insert_for(engine.dialect.name)
         self._series: dict[tuple[str, str], int] = {}
         self.max_cached_series = 1_000_000
         self._attrs: dict[str, dict[str, str]] = {}
