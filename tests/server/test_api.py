@@ -347,6 +347,17 @@ def test_healthz_shows_the_collectors_heartbeats(client, store, engine):
     assert "no collector has written a heartbeat" in body["problems"][0]
 
 
+def test_healthz_reports_samples_left_in_the_default_partition(client, store):
+    store.heartbeat("collector-x", time.time(), {"state": "connected", "default_partition_rows": 42})
+    body = get(client, "/healthz", status=503)
+    assert body["problems"] == [
+        "42 samples in the default partition (no day partition took them): "
+        "partition maintenance fell behind, or rows came from outside the retention horizon"
+    ]
+    store.heartbeat("collector-x", time.time(), {"state": "connected", "default_partition_rows": 0})
+    assert get(client, "/healthz")["status"] == "ok"
+
+
 def test_healthz_hides_hosts_and_pids_without_the_token_and_is_rate_limited(engine, store):
     store.heartbeat("collector-y", time.time(), {"state": "connected"})
     app = create_app(engine, ApiSettings(token="a" * 20, rate_limit="2/minute"))

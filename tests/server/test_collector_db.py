@@ -163,3 +163,52 @@ def test_the_collect_command_exits_70_when_its_writer_dies(monkeypatch, sqlite_u
         assert cli._collect(config, engine) == cli.EXIT_WRITER_FAILED == 70
     finally:
         engine.dispose()
+
+
+def lingering_collector(tmp_path, batch_ms: int, batch_rows: int = 20000) -> Collector:
+    """A collector that never connects: only its writer's batching is used."""
+    url = f"sqlite:///{tmp_path}/linger.db"
+    mqtt = MqttSettings(endpoint="127.0.0.1", port=1, insecure_local=True)
+    server = ServerSettings(database_url=url, client_id="linger", batch_ms=batch_ms, batch_rows=batch_rows)
+    return Collector(ServerConfig(server=server, mqtt=mqtt), Store(make_engine(url)))
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_batch_lingers_for_payloads_that_arrive_within_batch_ms(tmp_path, stop):
+    import threading
+
+    from edgemon_server.store import Message
+
+    collector = lingering_collector(tmp_path, batch_ms=400)
+    collector.queue.put(Message("devices/a/monitoring", b"{}", 0))
+
+    def trickle() -> None:  # four more payloads, 50 ms apart: a steady fleet, never a queue
+        for _ in range(4):
+            time.sleep(0.05)
+            collector.queue.put(Message("devices/a/monitoring", b"{}", 0))
+
+    if stop:
+        collector._stop.set()
+    feeder = threading.Thread(target=trickle)
+    started = time.monotonic()
+    feeder.start()
+    batch = collector._next_batch()
+    took = time.monotonic() - started
+    feeder.join()
+    if stop:
+        assert len(batch) == 1, "a stopping collector does not linger"
+        assert took < 0.1
+    else:
+        assert len(batch) == 5, "one commit for the payloads of the window, not one each"
+        assert 0.35 <= took < 1.0, "and the window is batch_ms"
+
+
+def test_a_batch_closes_early_at_batch_rows(tmp_path):
+    from edgemon_server.store import Message
+
+    collector = lingering_collector(tmp_path, batch_ms=5000, batch_rows=100)
+    for _ in range(3):
+        collector.queue.put(Message("devices/a/monitoring", b"x" * 1000, 0))  # ~50 leaves each
+    started = time.monotonic()
+    assert len(collector._next_batch()) == 2
+    assert time.monotonic() - started < 0.5, "full before the window ended"

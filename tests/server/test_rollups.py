@@ -124,7 +124,10 @@ def test_retention_deletes_exactly_what_is_past_the_horizon_while_the_collector_
     finally:
         stop.set()
         thread.join()
-    assert deleted["samples"] > 0
+    if engine.dialect.name == "postgresql":
+        assert deleted["partitions_dropped"] >= 1, "the old day went whole, as a partition"
+    else:
+        assert deleted["samples"] > 0
     with engine.connect() as conn:
         older = conn.execute(
             select(func.count()).select_from(rollups.SAMPLES).where(rollups.SAMPLES.c.ts < horizon)

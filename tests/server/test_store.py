@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from edgemon_protocol.flatten import flatten
-from edgemon_server import migrations
+from edgemon_server import migrations, partitions
 from edgemon_server.db import Base, Device, Payload, Reject, Sample, Series
 from edgemon_server.store import Message, Store
 from tests.fleet import SAMPLES_PER_PAYLOAD, payload
@@ -37,7 +37,12 @@ def stored_values(engine, device: str) -> dict[tuple[str, int], float]:
 
 def test_migrations_and_models_agree(engine):
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        opts = {
+            "compare_type": True,
+            # PostgreSQL's day partitions of samples are made at run time, not by the models
+            "include_name": lambda name, kind, _parent: not (kind == "table" and partitions.is_partition(name)),
+        }
+        diff = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
     assert diff == []
     assert migrations.current(engine) == migrations.head()
 

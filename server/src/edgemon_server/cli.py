@@ -91,7 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     ntest = notify_sub.add_parser("test", parents=[common], help="send a test message to a receiver")
     ntest.add_argument("receiver")
     cli_config.add_parsers(sub, common)
-    sub.add_parser("maintain", parents=[common], help="roll up, recompute late buckets, apply [retention], once")
+    maintain = sub.add_parser(
+        "maintain", parents=[common], help="roll up, recompute late buckets, apply [retention], once"
+    )
+    maintain.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="SQLite: rewrite the file once with auto_vacuum=INCREMENTAL (older files; stop writers first)",
+    )
     return parser
 
 
@@ -169,9 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "maintain":
             from edgemon_server import rollups  # noqa: PLC0415
 
+            if args.vacuum and engine.dialect.name == "sqlite":
+                with engine.connect() as c:
+                    c.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+                    c.exec_driver_sql("VACUUM")
             report = rollups.maintain(engine, config.retention)
             print(" ".join(f"{k}={v}" for k, v in report.items()))
-            return 0
+            return 1 if report.get("partitions_default") else 0
         if args.command == "collect":
             return _collect(config, engine)
         return _serve(config, engine, with_collector=args.command == "run", no_auth=args.no_auth)

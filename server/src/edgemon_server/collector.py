@@ -83,6 +83,8 @@ class CollectorStats:
     batches: int = 0
     resend_requests: int = 0
     db_errors: int = 0
+    default_partition_rows: int = 0
+    """PostgreSQL: rows in ``samples_default`` at the last maintenance (should stay 0)."""
     last_commit: float | None = None
     started: float = field(default_factory=time.time)
     fatal: str | None = None
@@ -279,7 +281,16 @@ class Collector:
     # --- writer thread --------------------------------------------------------------------------
 
     def _next_batch(self) -> list[Message]:
-        """Block for one message, then take what is queued, up to ``batch_rows`` samples or ``batch_ms``."""
+        """Block for one message, then linger for more (group commit).
+
+        A batch closes at ``batch_rows`` samples or ``batch_ms`` after its first message, whichever
+        comes first.
+
+        Lingering is what keeps a steady fleet cheap: at 100 payloads/s, closing on an empty queue
+        commits (and fsyncs) one or two payloads at a time, each touching ~86 B-tree pages; a
+        200 ms window commits ~20 together for the same pages. The cost is up to ``batch_ms`` of
+        added publish-to-commit lag. A stop ends the linger at once.
+        """
         try:
             first = self.queue.get(timeout=SWEEP_EVERY)
         except queue.Empty:
@@ -287,11 +298,14 @@ class Collector:
         batch = [first]
         rows = len(first.body) // 20  # ~20 bytes of JSON per leaf: a cheap estimate before parsing
         deadline = time.monotonic() + self.config.server.batch_ms / 1000
-        while rows < self.config.server.batch_rows and time.monotonic() < deadline:
+        while rows < self.config.server.batch_rows and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                msg = self.queue.get_nowait()
+                msg = self.queue.get(timeout=min(left, 0.05))
             except queue.Empty:
-                break  # group commit: whatever arrived while the last commit ran
+                continue
             batch.append(msg)
             rows += len(msg.body) // 20
         return batch
@@ -441,6 +455,7 @@ class Collector:
                     "maintenance failed; tried again next round", extra={"reason": str(exc).splitlines()[0][:300]}
                 )
                 continue
+            self.stats.default_partition_rows = report.get("partitions_default", 0)
             if any(report.values()):
                 log.info("maintenance", extra={"reason": ", ".join(f"{k} {v}" for k, v in report.items() if v)})
 

@@ -416,7 +416,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created.
 
     SQLite runs with ``synchronous=FULL``: the collector acknowledges a message
-    to the broker only after its commit, so a commit must survive power loss.
+    to the broker only after its commit, so a commit must survive power loss. New files get
+    ``auto_vacuum=INCREMENTAL`` (retention hands pages back in short steps) and the WAL is
+    truncated to 64 MB whenever a checkpoint resets it.
     """
     path = sqlite_path(url)
     if path is not None:
@@ -427,9 +429,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MB
             cur.close()
 
     return engine

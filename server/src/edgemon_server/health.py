@@ -52,6 +52,12 @@ def healthz() -> tuple[Response, int]:
     if body["collector"] is not None and body["collector"].get("state") == "failed":
         problems.append(f"this process' collector writer failed: {body['collector'].get('fatal')}")
     fresh = [c for c in body["collectors"] if c["age_s"] <= HEARTBEAT_STALE_S and c["state"] not in ("failed",)]
+    stray = max((int(c["stats"].get("default_partition_rows") or 0) for c in fresh), default=0)
+    if stray:
+        problems.append(
+            f"{stray} samples in the default partition (no day partition took them): "
+            "partition maintenance fell behind, or rows came from outside the retention horizon"
+        )
     if body["database"].get("ok") and not fresh:
         problems.append(f"no collector has written a heartbeat in the last {HEARTBEAT_STALE_S:g} s")
     if problems:

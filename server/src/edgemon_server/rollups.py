@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, literal_column, select, text, update
 
+from edgemon_server import partitions
 from edgemon_server.config import Retention
 from edgemon_server.db import Base
 
@@ -51,6 +52,8 @@ CHUNK = 400
 """Series per statement (an ``IN`` list: one primary-key seek each)."""
 STEP_BUCKETS = 12
 """Buckets rolled forward per transaction."""
+VACUUM_STEP = 2048
+"""SQLite pages (8 MB at 4 KiB) handed back per incremental-vacuum transaction."""
 LOCK_ID = 0x6564_6765_6D6F
 """The PostgreSQL advisory lock of the maintenance worker ("edgemo")."""
 
@@ -169,18 +172,21 @@ def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s:
     Raw samples go only where the 1-hour tier has rolled past them and no dirty mark remains before
     the horizon (late data still to roll up keeps its raw samples).
     """
-    deleted = {"samples": 0, "payloads": 0, "rollups_5m": 0, "rollups_1h": 0}
+    deleted = {"samples": 0, "payloads": 0, "rollups_5m": 0, "rollups_1h": 0, "vacuumed_pages": 0}
     deadline = time.monotonic() + budget_s
     with engine.connect() as conn:
         series = _all_series(conn)
         rolled = min((cursor(conn, tier) or 0) for tier in TIERS)
         oldest_dirty = conn.execute(select(func.min(DIRTY.c.bucket))).scalar()
     horizons: list[tuple[str, Any, int]] = []
+    raw_horizon = None
     if retention.raw:
         raw_horizon = min(now_ms - round(retention.raw * 1000), rolled)
         if oldest_dirty is not None:
             raw_horizon = min(raw_horizon, int(oldest_dirty))
         horizons.append(("samples", SAMPLES, raw_horizon))
+    parts = partitions.maintain(engine, now_ms, raw_horizon)  # PostgreSQL: whole days go first
+    deleted.update({f"partitions_{k}": v for k, v in parts.items()})
     for tier, seconds in (("5m", retention.rollup_5m), ("1h", retention.rollup_1h)):
         if seconds:
             horizons.append((f"rollups_{tier}", TIERS[tier][0], now_ms - round(seconds * 1000)))
@@ -198,7 +204,31 @@ def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s:
         with engine.begin() as conn:
             result = conn.execute(delete(PAYLOADS).where(PAYLOADS.c.ts < horizons[0][2]))
             deleted["payloads"] = result.rowcount or 0
+    if engine.dialect.name == "sqlite":
+        deleted["vacuumed_pages"] = incremental_vacuum(engine, deadline)
     return deleted
+
+
+def incremental_vacuum(engine: Engine, deadline: float) -> int:
+    """SQLite: hand free pages back to the file system, ``VACUUM_STEP`` pages per short transaction.
+
+    Works on databases created with ``auto_vacuum=INCREMENTAL`` (every database this version makes;
+    an older file converts with ``edgemon-server maintain --vacuum``, which rewrites it once).
+    """
+    freed = 0
+    raw = engine.raw_connection()
+    try:
+        while time.monotonic() < deadline:
+            free = int(raw.execute("PRAGMA freelist_count").fetchone()[0] or 0)
+            if not free or raw.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                break
+            # each step of this statement frees one page, and sqlite3's execute() steps once:
+            # executescript() runs it to the end (in its own implicit transaction)
+            raw.driver_connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP})")  # type: ignore[union-attr]
+            freed += min(free, VACUUM_STEP)
+    finally:
+        raw.close()
+    return freed
 
 
 def maintain(engine: Engine, retention: Retention, now_ms: int | None = None) -> dict[str, int]:
