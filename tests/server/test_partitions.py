@@ -128,6 +128,8 @@ def test_an_older_postgresql_database_keeps_its_samples_as_the_legacy_partition(
     assert where(eng, old) == partitions.LEGACY
     with eng.connect() as conn:
         assert partitions.is_partitioned(conn)
+        newest = conn.execute(text("SELECT last_ts, last_value FROM series WHERE device_id = 'p'")).one()
+        assert tuple(newest) == (old, 1.0), "0013 fills each series' newest sample from what is stored"
     report = partitions.maintain(eng, round(time.time() * 1000), horizon_ms=None)
     assert report["created"] >= 3, "days after the legacy range get partitions"
     add_sample(eng, round(time.time() * 1000) + 2 * D)

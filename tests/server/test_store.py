@@ -91,6 +91,32 @@ def test_rows_match_the_flattened_payload_exactly(engine, store):
     assert device.last_ts == store_ts(payload("d1", 1))
 
 
+def latest(engine, device: str) -> dict[str, tuple[int, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.key, Series.last_ts, Series.last_value).where(Series.device_id == device)
+        ).all()
+    return {k: (ts, v) for k, ts, v in rows}
+
+
+def test_each_series_keeps_its_newest_sample_and_late_ones_never_move_it_back(engine, store):
+    store.write([msg("d1", 5), msg("d1", 3)], now=FUTURE)  # one batch, newest first
+    newest = {
+        k: (store_ts(payload("d1", 5)), float(v))
+        for k, v in flatten(payload("d1", 5)["metrics"]).items()
+        if isinstance(v, int | float)
+    }
+    assert latest(engine, "d1") == newest
+    store.write([msg("d1", 1)], now=FUTURE)  # a late payload, in a batch of its own
+    assert latest(engine, "d1") == newest, "the late payload is stored but is not the latest"
+    store.write([msg("d1", 9)], now=FUTURE)
+    assert latest(engine, "d1")["cpu-percent"] == (
+        store_ts(payload("d1", 9)),
+        payload("d1", 9)["metrics"]["cpu"]["percent"],
+    )
+    assert len(stored_values(engine, "d1")) == 4 * SAMPLES_PER_PAYLOAD
+
+
 def store_ts(p) -> int:
     import datetime as dt
 

@@ -105,6 +105,11 @@ class Series(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(1024))
+    last_ts: Mapped[int | None] = mapped_column(BigInteger)
+    """Time of the newest sample (ms), kept by the writer in the transaction that stores it."""
+    last_value: Mapped[float | None] = mapped_column(Double)
+    """Its value: ``latest``, headlines, the fleet query and ``/metrics`` read it instead of seeking
+    ``samples`` (on PostgreSQL, one seek per day partition)."""
 
 
 class Sample(Base):

@@ -94,7 +94,7 @@ def _values(c: Any, series: list[tuple[int, str, str]], window: bool, start: int
     for chunk in [list(ids)[i : i + 500] for i in range(0, len(ids), 500)]:
         if not window:
             rows = c.execute(
-                select(q.SERIES.c.id, q.latest_value(q.SERIES.c.id).label("v")).where(q.SERIES.c.id.in_(chunk))
+                select(q.SERIES.c.id, q.SERIES.c.last_value.label("v")).where(q.SERIES.c.id.in_(chunk))
             )
             for sid, value in rows:
                 if value is not None:

@@ -23,22 +23,6 @@ ALERTS = Base.metadata.tables["alert_state"]
 SORTS = {"id": DEVICES.c.id, "last_seen": DEVICES.c.last_seen, "first_seen": DEVICES.c.first_seen}
 
 
-def latest_value(series_id: Any) -> Any:
-    """Scalar subquery: the newest sample's value of a series (one seek on the primary key)."""
-    return (
-        select(SAMPLES.c.value)
-        .where(SAMPLES.c.series_id == series_id)
-        .order_by(SAMPLES.c.ts.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
-def latest_ts(series_id: Any) -> Any:
-    """Scalar subquery: the newest sample's time of a series."""
-    return select(func.max(SAMPLES.c.ts)).where(SAMPLES.c.series_id == series_id).scalar_subquery()
-
-
 def devices_page(prefix: str, sort: str, descending: bool, after: tuple[Any, str] | None, limit: int) -> Select[Any]:
     """One page of devices, keyset-paginated on (sort column, id)."""
     column = SORTS[sort]
@@ -130,7 +114,7 @@ def like(pattern: str) -> str:
 
 def latest_values_query(ids: Sequence[str]) -> Select[Any]:
     """(device, key, latest value) of every series of the devices ``ids``."""
-    return select(SERIES.c.device_id, SERIES.c.key, latest_value(SERIES.c.id).label("value")).where(
+    return select(SERIES.c.device_id, SERIES.c.key, SERIES.c.last_value.label("value")).where(
         SERIES.c.device_id.in_(ids)
     )
 
@@ -138,7 +122,7 @@ def latest_values_query(ids: Sequence[str]) -> Select[Any]:
 def headlines_query(ids: Sequence[str], patterns: Sequence[str]) -> Select[Any]:
     """(device, key, latest value) of the series of ``ids`` that may match a headline pattern."""
     wanted = [SERIES.c.key.like(like(p), escape="!") for p in sorted(set(patterns))]
-    return select(SERIES.c.device_id, SERIES.c.key, latest_value(SERIES.c.id).label("value")).where(
+    return select(SERIES.c.device_id, SERIES.c.key, SERIES.c.last_value.label("value")).where(
         SERIES.c.device_id.in_(ids), or_(*wanted)
     )
 
@@ -175,7 +159,7 @@ def headlines(
 
 def metrics_query(device: str, prefix: str) -> Select[Any]:
     """Series of a device (optionally by key prefix) with their latest value and time."""
-    query = select(SERIES.c.key, latest_value(SERIES.c.id).label("value"), latest_ts(SERIES.c.id).label("ts")).where(
+    query = select(SERIES.c.key, SERIES.c.last_value.label("value"), SERIES.c.last_ts.label("ts")).where(
         SERIES.c.device_id == device
     )
     if prefix:

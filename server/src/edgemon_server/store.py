@@ -417,7 +417,28 @@ class Store:
                 "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?) ON CONFLICT (series_id, ts) DO NOTHING",
                 sorted(zip(series, times, values, strict=True)),
             )
+        self._latest(conn, series, times, values)
         return len(series)
+
+    def _latest(self, conn: Connection, series: list[int], times: list[int], values: list[float]) -> None:
+        """Move each series' ``last_ts``/``last_value`` forward (late samples never move it back)."""
+        newest: dict[int, tuple[int, float]] = {}
+        for sid, ts, value in zip(series, times, values, strict=True):
+            if sid not in newest or ts >= newest[sid][0]:
+                newest[sid] = (ts, value)
+        ids = sorted(newest)  # one order for every writer: no deadlock between two collectors
+        if self.engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "UPDATE series s SET last_ts = v.ts, last_value = v.value "
+                "FROM unnest(%s::integer[], %s::bigint[], %s::double precision[]) AS v(id, ts, value) "
+                "WHERE s.id = v.id AND (s.last_ts IS NULL OR s.last_ts <= v.ts)",
+                (ids, [newest[i][0] for i in ids], [newest[i][1] for i in ids]),
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE series SET last_ts = ?, last_value = ? WHERE id = ? AND (last_ts IS NULL OR last_ts <= ?)",
+                [(newest[i][0], newest[i][1], i, newest[i][0]) for i in ids],
+            )
 
     def _series_ids(self, conn: Connection, payloads: Iterable[Accepted]) -> dict[tuple[str, str], int]:
         if len(self._series) > self.max_cached_series:
