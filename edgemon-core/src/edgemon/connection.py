@@ -93,7 +93,7 @@ class Connection(_Endpoint):
         self.connected.set()
         self.on_change()
         # A clean session: subscribe again on every connection.
-        subscribe5(self.client, [f"{topics.commands(self.client_id)}/#"], self._subscribed)
+        subscribe5(self.client, [topics.command_filter(self.client_id)], self._subscribed)
 
     def _subscribed(self, future: Future[Any]) -> None:
         refused = refused_codes(future)

@@ -11,6 +11,10 @@ import json
 from typing import Any
 
 RESEND = "resend"
+CONFIG = "config"
+"""A remote configuration version (its body: :mod:`edgemon_protocol.remote`)."""
+NAMES = (RESEND, CONFIG)
+"""Every command a server sends; brokers' policies let a device receive exactly these."""
 MAX_RESEND = 100_000
 """Longest range one resend command may ask for."""
 

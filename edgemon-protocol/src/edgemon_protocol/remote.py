@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from edgemon_protocol.commands import CONFIG
 from edgemon_protocol.config import ConfigError, Where
 from edgemon_protocol.meta import check_tags
 from edgemon_protocol.thresholds import thresholds
@@ -44,7 +45,7 @@ STATUSES = ("applied", "rejected", "rolled_back", "expired")
 (no payload was acknowledged after it was applied); expired (its ``expires_at`` passed: reverted)."""
 MAX_BYTES = 64 * 1024
 """A document and its envelope at most (an AWS IoT shadow holds 8 KB; a message 128 KB)."""
-COMMAND = "config"
+COMMAND = CONFIG
 """The command name (``devices/<id>/commands/config``) a version travels under."""
 ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "agent.tags", "plugins", "alerts")
 """What a device lets remote documents change unless its ``[remote_config] allow`` says otherwise."""

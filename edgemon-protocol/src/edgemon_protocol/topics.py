@@ -54,6 +54,11 @@ def commands(device: str) -> str:
     return f"{ROOT}/{device}/{COMMANDS}"
 
 
+def command_filter(device: str) -> str:
+    """What ``device`` subscribes to: every command addressed to it."""
+    return f"{commands(device)}/#"
+
+
 def command(device: str, name: str) -> str:
     """The topic of command ``name`` to ``device``."""
     return f"{commands(device)}/{name}"
@@ -89,7 +94,7 @@ def command_name(device: str, topic: str) -> str | None:
 def device_acl(who: str = "%u") -> list[str]:
     """A Mosquitto ACL pattern block: a device (``%u``: its certificate's CN) uses only its own topics."""
     lines = [f"pattern write {t}" for t in (monitoring(who), meta(who), alerts(who), config(who))]
-    return [*lines, f"pattern read {commands(who)}/#"]
+    return [*lines, f"pattern read {command_filter(who)}"]
 
 
 def collector_acl() -> list[str]:
