@@ -22,7 +22,7 @@ AGENT_TESTS := tests/protocol tests/core tests/plugins tests/transport
 NPM_STAMP := frontend/node_modules/.installed
 DASHBOARD := server/src/edgemon_server/static/index.html
 
-.PHONY: fuzz pytest-oldest install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
+.PHONY: bundle fuzz pytest-oldest install lint typecheck pytest test run bench clean system-deps system-deps-run dashboard frontend-test
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -110,6 +110,13 @@ pytest-oldest: $(VENV_OLD)/.installed $(TEST_SITE)/.installed system-deps
 	$(VENV_OLD)/bin/python -m pytest -q $(AGENT_TESTS) examples
 
 test: lint typecheck frontend-test pytest pytest-oldest
+
+# An offline agent bundle for a device: dist/edgemon-agent-<version>-py<python>-<arch>.tar.gz with every
+# wheel and install.sh. BUNDLE_PYTHON: the device's Python (3.9 to 3.13); BUNDLE_ARCH: x86_64 or aarch64.
+BUNDLE_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print("{}.{}".format(*sys.version_info[:2]))')
+BUNDLE_ARCH   ?= $(shell uname -m)
+bundle: install
+	$(BIN)/python scripts/bundle.py --python $(BUNDLE_PYTHON) --platform $(BUNDLE_ARCH)
 
 # The whole stack: mosquitto (mTLS, local CA under var/pki), edgemon-server run (collector, API,
 # dashboard; SQLite var/edgemon.db) and an agent for this machine. Ctrl-C stops all three.

@@ -30,7 +30,8 @@ GEN = generator()
 
 
 def policy(name: str) -> dict[str, Any]:
-    return json.loads((REPO / "deploy" / "aws" / name).read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads((REPO / "deploy" / "aws" / name).read_text(encoding="utf-8"))
+    return doc
 
 
 def resources(statement: dict[str, Any], thing: str) -> list[str]:
@@ -62,7 +63,8 @@ def test_the_files_are_the_generators_output(name):
 def test_a_device_may_use_exactly_its_own_topics():
     doc = policy("device-policy.json")
     uplink = [topics.monitoring(THING), topics.meta(THING), topics.alerts(THING), topics.config(THING)]
-    assert {topics.parse(t).kind for t in uplink} == set(topics.UPLINK), "every uplink kind the protocol has"
+    parsed = [topics.parse(t) for t in uplink]
+    assert {p.kind for p in parsed if p is not None} == set(topics.UPLINK), "every uplink kind the protocol has"
     for topic in uplink:
         assert allows(doc, "iot:Publish", f"topic/{topic}")
         assert not allows(doc, "iot:Publish", f"topic/{topic.replace(THING, OTHER)}"), "not as another device"

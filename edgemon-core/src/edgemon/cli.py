@@ -174,16 +174,16 @@ def _payload_stream() -> Iterator[TextIO]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
+    args = _parser().parse_args(argv)  # before stdout is guarded: --help and --version print to it
     try:
         with _payload_stream() as out:
-            return _main(argv, out)
+            return _main(args, out)
     except KeyboardInterrupt:
         print("edgemon-agent: interrupted", file=sys.stderr)
         return 130
 
 
-def _main(argv: list[str] | None, out: TextIO) -> int:
-    args = _parser().parse_args(argv)
+def _main(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = _config(args)
     except ConfigError as exc:
