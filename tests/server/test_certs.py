@@ -37,10 +37,15 @@ def certs_here(*args: str, cwd) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow  # a process of its own: end to end
 def test_init_and_device(tmp_path):
-    out = certs("init", "--dir", "pki", cwd=tmp_path)
+    out = certs("init", "--dir", "pki", "--broker-name", "mosquitto", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "AWS IoT Core issues device certificates itself" in out.stderr
     pki = tmp_path / "pki"
+    broker = x509.load_pem_x509_certificate((pki / "localhost.crt").read_bytes())
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert names == ["localhost", "mosquitto"], "docker compose reaches the broker as mosquitto"
     for name in ("ca.pem", "ca.key", "localhost.crt", "edgemon-collector.crt", "acl", "mosquitto.conf"):
         assert (pki / name).exists(), name
     acl = (pki / "acl").read_text()

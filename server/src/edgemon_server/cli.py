@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
     init = certs_sub.add_parser("init", help="create the CA, broker and collector certificates and an ACL")
     init.add_argument("--dir", default="var/pki")
+    init.add_argument(
+        "--broker-name", action="append", default=[], help="another host name of the broker (repeatable)"
+    )
     dev = certs_sub.add_parser("device", help="issue a device certificate")
     dev.add_argument("name")
     dev.add_argument("--dir", default="var/pki")
@@ -114,7 +117,7 @@ def _certs(args: argparse.Namespace) -> int:
         if ca.exists():
             print(f"edgemon-server: {ca.ca_path} exists; not overwriting", file=sys.stderr)
             return 2
-        ca.init()
+        ca.init(broker_names=tuple(args.broker_name))
         (ca.dir / "mosquitto.conf").write_text(mosquitto_conf(ca, 8883, ca.dir.resolve() / "mosquitto"))
         print(f"CA, broker (localhost) and collector certificates, an ACL and a mosquitto.conf in {ca.dir}")
         return 0

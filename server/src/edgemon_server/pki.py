@@ -88,8 +88,12 @@ class LocalCA:
         """Whether the CA files are there."""
         return self.ca_path.exists() and self.ca_key_path.exists()
 
-    def init(self, days: int = 825) -> None:
-        """Create the CA, the broker's and the collector's certificates, and the ACL file."""
+    def init(self, days: int = 825, broker_names: tuple[str, ...] = ()) -> None:
+        """Create the CA, the broker's and the collector's certificates, and the ACL file.
+
+        The broker's certificate names ``localhost`` and 127.0.0.1, plus ``broker_names`` (the host
+        names devices and collectors reach it by, e.g. ``mosquitto`` in docker compose).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -109,7 +113,7 @@ class LocalCA:
         )
         self.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.ca_key_path, key)
-        self.issue(SERVER_CN, server=True)
+        self.issue(SERVER_CN, server=True, names=broker_names)
         (self.dir / "acl").write_text(ACL_HEAD)
         self.add_collector(COLLECTOR_CN)
 
@@ -122,7 +126,9 @@ class LocalCA:
             fh.write(COLLECTOR_ACL.format(name=name))
         return paths
 
-    def issue(self, cn: str, server: bool = False, days: int = 825) -> tuple[Path, Path]:
+    def issue(
+        self, cn: str, server: bool = False, days: int = 825, names: tuple[str, ...] = ()
+    ) -> tuple[Path, Path]:
         """Issue ``<cn>.crt`` and ``<cn>.key``; returns their paths.
 
         Raises:
@@ -151,7 +157,11 @@ class LocalCA:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        *(x509.DNSName(n) for n in names),
+                    ]
                 ),
                 critical=False,
             )
