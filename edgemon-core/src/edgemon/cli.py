@@ -11,6 +11,7 @@ Commands::
     edgemon-agent rules test                 one live cycle judged by every rule (ignoring `for`)
     edgemon-agent check-config [--config F]  every check ``run`` makes before connecting; prints the result
     edgemon-agent status [--json]            the send buffer and the connection (reads only)
+    edgemon-agent new-plugin NAME [--dir D]  a plugin distribution to start from (passes its own test)
 
 ``-c/--config`` may come before or after the sub-command. Exit codes: 0 success,
 1 runtime failure, 2 bad configuration or usage, 130 interrupted (Ctrl-C).
@@ -32,11 +33,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgemon import __version__, cli_rules, isolate, metadata, sanitize
-from edgemon import payload as payload_mod
+from edgemon import __version__, cli_rules, isolate, metadata
 from edgemon.agent import Agent
 from edgemon.config import Config, ConfigError, load
 from edgemon.daemon import Daemon, output_of
+from edgemon.plugin_check import run_collectors
 from edgemon.plugins import allowed_from_env
 from edgemon_protocol import logs
 
@@ -82,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     ptest = psub.add_parser("test", parents=[common], help="run one plugin's collectors once")
     ptest.add_argument("name")
     sub.add_parser("check-config", parents=[common], help="validate and print the effective configuration")
+    new = sub.add_parser("new-plugin", help="write a new plugin distribution (edgemon-NAME/) that passes its test")
+    new.add_argument("name", help="lowercase words joined by '-', e.g. room-sensors")
+    new.add_argument("--dir", default=".", help="where to create edgemon-NAME/ (default: here)")
     sub.add_parser("describe", parents=[common], help="print the metric metadata document the agent sends")
     rules = sub.add_parser("rules", parents=[common], help="alert rules and their state")
     rules.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "new-plugin":
+        return _new_plugin(args.name, Path(args.dir))
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -225,6 +231,18 @@ def _dispatch(args: argparse.Namespace, agent: Agent, out: TextIO) -> int:
         print(json.dumps(payload, indent=2, allow_nan=False), file=out)
         return 0
     return Daemon(agent, out, lambda doc, version: _config(args, doc, version)).run()
+
+
+def _new_plugin(name: str, parent: Path) -> int:
+    from edgemon.scaffold import ScaffoldError, new_plugin  # noqa: PLC0415 - a developer's command
+
+    try:
+        root = new_plugin(name, parent)
+    except ScaffoldError as exc:
+        print(f"edgemon-agent: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}: cd {root} && pip install -e '.[test]' && pytest", file=sys.stderr)
+    return 0
 
 
 def _check_config(agent: Agent, out: TextIO) -> int:
@@ -289,28 +307,10 @@ def _plugins_test(agent: Agent, name: str, out: TextIO) -> int:
     if record.status != "loaded":
         print(f"edgemon-agent: plugin {name} is {record.status}: {record.reason}", file=sys.stderr)
         return 1
-    collectors = [c for c in agent.collectors if c.plugin == name]
-    problems: list[str] = []
-    tree: dict[str, Any] = {}
-    budget = sanitize.Budget()
-    for collector in collectors:
-        timeout = collector.timeout or agent.config.agent.timeout
-        outcome = isolate.call(collector.fn, timeout, name)
-        if outcome.error is not None:
-            problems.append(f"collector {collector.name} raised {outcome.reason}")
-            print(isolate.format_traceback(outcome.error), file=sys.stderr)
-            continue
-        if not outcome.ok:
-            problems.append(f"collector {collector.name} {outcome.reason}")
-            continue
-        if not isinstance(outcome.value, Mapping):
-            problems.append(f"collector {collector.name} returned {type(outcome.value).__name__}, not a dict")
-            continue
-        clean, drops = sanitize.clean_tree(outcome.value, budget)
-        problems += [f"collector {collector.name}: {d.path}: {d.reason} (dropped)" for d in drops]
-        merged, clashes = payload_mod.merge([(collector.name, tree), (collector.name, clean)])
-        problems += [f"collector {collector.name}: {c.path}: written twice (clash)" for c in clashes]
-        tree = merged
+    checked = run_collectors(agent, name, agent.config.agent.timeout)
+    for trace in checked.tracebacks:
+        print(trace, file=sys.stderr)
+    tree, problems, collectors = checked.tree, checked.problems, checked.collectors
     print(json.dumps(tree, indent=2, allow_nan=False), file=out)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
