@@ -279,3 +279,44 @@ export type GetHealthResponse = {
     stats: Record<string, unknown>;
   })[];
 };
+
+/** GET /api/v1/overview */
+export type GetOverviewResponse = {
+  /** devices matching q */
+  total: number;
+  page: number;
+  pages: number;
+  limit: number;
+  sort: string;
+  desc: boolean;
+  /** the headline columns */
+  labels: string[];
+  summary: {
+    devices: number;
+    online: number;
+    offline: number;
+    /** devices with a firing device_silent alert */
+    silent: number;
+    critical: number;
+    warning: number;
+    /** tag name -> value -> counts (the 20 values most in trouble) */
+    by_tag: Record<string, Record<string, {
+      devices: number;
+      offline: number;
+      /** devices whose worst firing alert is critical */
+      critical: number;
+    }>>;
+  };
+  devices: DeviceSummary[];
+};
+
+/** GET /api/v1/sparklines */
+export type GetSparklinesResponse = {
+  /** UTC, ISO 8601 with Z */
+  from: string | null;
+  /** UTC, ISO 8601 with Z */
+  to: string | null;
+  points: number;
+  /** device -> key -> averages, oldest first (null: no sample in that step) */
+  lines: Record<string, Record<string, (number | null)[]>>;
+};

@@ -71,9 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
     init = certs_sub.add_parser("init", help="create the CA, broker and collector certificates and an ACL")
     init.add_argument("--dir", default="var/pki")
-    init.add_argument(
-        "--broker-name", action="append", default=[], help="another host name of the broker (repeatable)"
-    )
+    init.add_argument("--broker-name", action="append", default=[], help="another host name of the broker (repeatable)")
     dev = certs_sub.add_parser("device", help="issue a device certificate")
     dev.add_argument("name")
     dev.add_argument("--dir", default="var/pki")

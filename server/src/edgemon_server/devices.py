@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -63,13 +64,26 @@ def fleet() -> Response:
     rows = conn().execute(page).all()
     more = len(rows) > limit
     rows = rows[:limit]
+    items = summaries(rows, now_ms)
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor([getattr(last, sort), last.id])
+    return jsonify({"devices": items, "next_cursor": next_cursor})
+
+
+def summaries(rows: Sequence[Any], now_ms: int) -> list[dict[str, Any]]:
+    """The fleet view of device rows: status, counts, headline values, alerts, drift, tags."""
     ids = [r.id for r in rows]
-    counts = q.metric_counts(conn(), ids) if ids else {}
-    heads = q.headlines(conn(), ids, q.metadata(conn(), ids)) if ids else {}
-    firing = q.alert_counts(conn(), ids) if ids else {}
-    drift = {c["device"] for c in fleet_config.status(conn(), ids) if c["drift"]} if ids else set()
-    tags = q.device_tags(conn(), ids) if ids else {}
-    items = [
+    if not ids:
+        return []
+    c = conn()
+    counts = q.metric_counts(c, ids)
+    heads = q.headlines(c, ids, q.metadata(c, ids))
+    firing = q.alert_counts(c, ids)
+    drift = {s["device"] for s in fleet_config.status(c, ids) if s["drift"]}
+    tags = q.device_tags(c, ids)
+    return [
         {
             "id": r.id,
             "first_seen": iso(r.first_seen),
@@ -86,11 +100,6 @@ def fleet() -> Response:
         }
         for r in rows
     ]
-    next_cursor = None
-    if more and rows:
-        last = rows[-1]
-        next_cursor = encode_cursor([getattr(last, sort), last.id])
-    return jsonify({"devices": items, "next_cursor": next_cursor})
 
 
 @devices.get("/<device>")

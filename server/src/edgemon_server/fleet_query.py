@@ -93,9 +93,7 @@ def _values(c: Any, series: list[tuple[int, str, str]], window: bool, start: int
     ids = {sid: (device, key) for sid, device, key in series}
     for chunk in [list(ids)[i : i + 500] for i in range(0, len(ids), 500)]:
         if not window:
-            rows = c.execute(
-                select(q.SERIES.c.id, q.SERIES.c.last_value.label("v")).where(q.SERIES.c.id.in_(chunk))
-            )
+            rows = c.execute(select(q.SERIES.c.id, q.SERIES.c.last_value.label("v")).where(q.SERIES.c.id.in_(chunk)))
             for sid, value in rows:
                 if value is not None:
                     out.append((sid, *ids[sid], value, value, value, 1))

@@ -295,6 +295,8 @@ OPERATIONS = {
     "/api/v1/silences": "listSilences",
     "/api/v1/config/rollouts": "listRollouts",
     "/api/v1/query": "queryFleet",
+    "/api/v1/overview": "getOverview",
+    "/api/v1/sparklines": "getSparklines",
     "/api/v1/openapi.json": "getOpenapi",
     "/metrics": "getPrometheusMetrics",
     "/healthz": "getHealth",
@@ -315,7 +317,10 @@ def _refs(node: Any, keep: Any = None) -> Any:
 
 def document() -> dict[str, Any]:
     """The whole document."""
+    from edgemon_server.openapi_fleet import PATHS  # noqa: PLC0415 - it builds on this module's schemas
+
     doc = _paths()
+    doc["paths"].update(PATHS)
     for path, operation in OPERATIONS.items():
         doc["paths"][path]["get"]["operationId"] = operation
     out: dict[str, Any] = _refs(doc)

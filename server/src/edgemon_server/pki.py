@@ -126,9 +126,7 @@ class LocalCA:
             fh.write(COLLECTOR_ACL.format(name=name))
         return paths
 
-    def issue(
-        self, cn: str, server: bool = False, days: int = 825, names: tuple[str, ...] = ()
-    ) -> tuple[Path, Path]:
+    def issue(self, cn: str, server: bool = False, days: int = 825, names: tuple[str, ...] = ()) -> tuple[Path, Path]:
         """Issue ``<cn>.crt`` and ``<cn>.key``; returns their paths.
 
         Raises:

@@ -41,15 +41,17 @@ def devices_page(prefix: str, sort: str, descending: bool, after: tuple[Any, str
     return query.order_by(*order).limit(limit + 1)
 
 
-def alert_counts(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
-    """Firing alerts per device: how many, and the worst severity."""
+def alert_counts(conn: Connection, ids: Sequence[str] | None) -> dict[str, tuple[int, str | None]]:
+    """Firing alerts per device (of ``ids``; ``None``: the fleet): how many, and the worst severity."""
     rank = {"critical": 0, "warning": 1, "info": 2}
     out: dict[str, tuple[int, str | None]] = {}
     query = (
         select(ALERTS.c.device_id, ALERTS.c.severity, func.count())
-        .where(ALERTS.c.device_id.in_(ids), ALERTS.c.state == "firing")
+        .where(ALERTS.c.state == "firing")
         .group_by(ALERTS.c.device_id, ALERTS.c.severity)
     )
+    if ids is not None:
+        query = query.where(ALERTS.c.device_id.in_(ids))
     for device, severity, count in conn.execute(query):
         total, worst = out.get(device, (0, None))
         if worst is None or rank[severity] < rank[worst]:

@@ -8,6 +8,7 @@ from edgemon_server.alerts import alerts
 from edgemon_server.devices import devices
 from edgemon_server.fleet_query import fleet_query
 from edgemon_server.openapi import document
+from edgemon_server.overview import overview
 from edgemon_server.prometheus import prometheus
 from edgemon_server.rejects import rejects
 from edgemon_server.rollouts import rollouts
@@ -22,4 +23,4 @@ def openapi() -> Response:
     return jsonify(document())
 
 
-BLUEPRINTS = (devices, series, alerts, rejects, rollouts, fleet_query, prometheus, docs)
+BLUEPRINTS = (devices, series, alerts, rejects, rollouts, fleet_query, overview, prometheus, docs)
