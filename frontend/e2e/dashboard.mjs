@@ -45,6 +45,11 @@ try {
     const status = await page.locator(`tr[data-device="${env.OFFLINE}"] td`).first().textContent();
     check(status?.trim() === "offline", `${env.OFFLINE} says offline (${status})`);
     await page.click('button.sort:has-text("status")');
+    await page
+      .waitForFunction((id) => document.querySelector("table.fleet tbody tr")?.getAttribute("data-device") === id, env.OFFLINE, {
+        timeout: 10000,
+      })
+      .catch(() => undefined); // the server sorts: the page comes back with the next response
     const first = await page.getAttribute("table.fleet tbody tr", "data-device");
     check(first === env.OFFLINE, `sorting by status puts offline devices first (got ${first})`);
   }
@@ -65,7 +70,7 @@ try {
     ).catch(() => undefined);
     const cell = (await page.locator(`tr[data-device="${env.AGENT_DEVICE}"] td.alert-cell`).textContent())?.trim();
     check(cell === alert.cell, `the overview shows ${alert.cell} for ${env.AGENT_DEVICE} (got ${cell})`);
-    const summary = (await page.locator(".summary").textContent()) ?? "";
+    const summary = (await page.locator(".summary-bar").textContent()) ?? "";
     check(/[1-9]\d* critical/.test(summary), `the fleet summary counts the critical alert (got ${summary})`);
   }
   await page.waitForTimeout(500); // sparklines

@@ -1,69 +1,62 @@
-import { useMemo, useState, useEffect } from "react";
-import { allDevices, api, type DeviceSummary, type Headline, type SeriesData } from "./api";
-import type { ListAlertsResponse } from "./api-types";
-import { summarize } from "./alerts";
+import type { DeviceSummary, Headline } from "./api";
+import type { GetOverviewResponse, GetSparklinesResponse } from "./api-types";
 import { Sparkline } from "./Chart";
 import { formatAgo, formatUnit } from "./format";
-import { matchesSearch } from "./search";
-import { sortDevices } from "./sort";
-import { usePoll } from "./usePoll";
+import { overviewPath, present, sparklinesPath } from "./overview-query";
+import { useApi } from "./usePoll";
 import { buildDeviceUrl, buildOverviewUrl, follow, navigate, type OverviewView, type SortKey } from "./url";
 
-const PAGE = 50;
 const REFRESH_MS = 10_000;
 
-/** The headline columns: every label the devices' plugins declared, in order of first appearance. */
-export function headlineLabels(devices: DeviceSummary[]): string[] {
-  const labels: string[] = [];
-  for (const d of devices) for (const h of d.headlines) if (!labels.includes(h.label)) labels.push(h.label);
-  return labels;
-}
+type Summary = GetOverviewResponse["summary"];
 
-/** 15-minute sparklines of each visible device's headline metrics: one request per device. */
-function useSparklines(rows: DeviceSummary[]): Record<string, Record<string, number[]>> {
-  const [lines, setLines] = useState<Record<string, Record<string, number[]>>>({});
-  const key = rows.map((d) => d.id).join(",");
-  useEffect(() => {
-    const ctrl = new AbortController();
-    for (const d of rows) {
-      const keys = d.headlines.map((h) => h.key).filter((k): k is string => k !== null);
-      if (keys.length === 0) continue;
-      const query = keys.map((k) => `metric=${encodeURIComponent(k)}`).join("&");
-      api<{ series: SeriesData[] }>(`/api/v1/devices/${encodeURIComponent(d.id)}/series?${query}&from=-15m&points=30`, ctrl.signal)
-        .then((body) => {
-          const byKey: Record<string, number[]> = {};
-          for (const s of body.series) byKey[s.metric] = s.points.map((p) => p[p.length === 4 ? 3 : 1] ?? NaN).filter((v) => !Number.isNaN(v));
-          setLines((old) => ({ ...old, [d.id]: byKey }));
-        })
-        .catch(() => undefined); // no sparkline is not worth an error banner
-    }
-    return () => ctrl.abort();
-  }, [key]); // eslint-disable-line react-hooks/exhaustive-deps
-  return lines;
+/** Online, offline, silent and alerting devices of the whole fleet, and per value of each tag. */
+function SummaryBar({ summary, onTag }: { summary: Summary; onTag: (q: string) => void }) {
+  const tags = Object.entries(summary.by_tag);
+  return (
+    <div className="summary-bar" aria-label="fleet summary">
+      <span>
+        <strong>{summary.devices}</strong> devices
+      </span>
+      <span className="online-count">{summary.online} online</span>
+      <span className={summary.offline ? "offline" : "muted"}>{summary.offline} offline</span>
+      <span className={summary.silent ? "offline" : "muted"}>{summary.silent} silent</span>
+      <span className={`badge critical${summary.critical ? "" : " zero"}`}>{summary.critical} critical</span>
+      <span className={`badge warning${summary.warning ? "" : " zero"}`}>{summary.warning} warning</span>
+      {tags.map(([name, values]) => (
+        <span className="tag-summary" key={name} data-tag={name}>
+          {name}:{" "}
+          {Object.entries(values).map(([value, c]) => (
+            <button
+              key={value}
+              className={c.offline || c.critical ? "tag-chip trouble" : "tag-chip"}
+              title={`${c.devices} devices, ${c.offline} offline, ${c.critical} critical`}
+              onClick={() => onTag(`${name}=${value}`)}
+            >
+              {value} {c.devices}
+              {c.offline ? ` (${c.offline} off)` : ""}
+            </button>
+          ))}
+        </span>
+      ))}
+    </div>
+  );
 }
 
 export function Overview({ view }: { view: OverviewView }) {
-  const fleet = usePoll("fleet", allDevices, REFRESH_MS);
-  const firing = usePoll("alerts", (signal) => api<ListAlertsResponse>("/api/v1/alerts?state=firing", signal), REFRESH_MS);
-  const summary = summarize(firing.data?.alerts ?? []);
-  const devices = fleet.data;
-  const shown = useMemo(() => {
-    const q = view.q.toLowerCase();
-    const matching = (devices ?? []).filter((d) => matchesSearch(d, q));
-    return sortDevices(matching, view.sort, view.desc);
-  }, [devices, view.q, view.sort, view.desc]);
-  const labels = useMemo(() => headlineLabels(devices ?? []), [devices]);
-  const pages = Math.max(1, Math.ceil(shown.length / PAGE));
-  const page = Math.min(view.page, pages);
-  const rows = shown.slice((page - 1) * PAGE, page * PAGE);
-  const sparks = useSparklines(rows);
+  const fleet = useApi<GetOverviewResponse>(overviewPath(view), REFRESH_MS);
+  const body = fleet.data;
+  const rows = body?.devices ?? [];
+  const labels = body?.labels ?? [];
+  const sparks = useApi<GetSparklinesResponse>(rows.length ? sparklinesPath(rows.map((d) => d.id)) : null, REFRESH_MS);
+  const lines = sparks.data?.lines ?? {};
   const cell = (d: DeviceSummary, label: string) => {
     const h: Headline | undefined = d.headlines.find((x) => x.label === label);
     const key = h?.key ?? null;
     return (
       <td className="headline" title={key ?? undefined} key={label} data-headline={label}>
         <span className="num">{formatUnit(h?.unit ?? null, h?.value)}</span>
-        <Sparkline values={(key && sparks[d.id]?.[key]) || []} />
+        <Sparkline values={key ? present(lines[d.id]?.[key]) : []} />
       </td>
     );
   };
@@ -76,9 +69,9 @@ export function Overview({ view }: { view: OverviewView }) {
     </th>
   );
 
-  if (fleet.error && !devices) return <p className="error" role="alert">Cannot load the fleet: {fleet.error}</p>;
-  if (devices === null) return <p className="muted">Loading the fleet…</p>;
-  if (devices.length === 0)
+  if (fleet.error && !body) return <p className="error" role="alert">Cannot load the fleet: {fleet.error}</p>;
+  if (body === null) return <p className="muted">Loading the fleet…</p>;
+  if (body.summary.devices === 0)
     return (
       <div className="empty">
         <h2>No devices yet</h2>
@@ -88,12 +81,13 @@ export function Overview({ view }: { view: OverviewView }) {
         </p>
       </div>
     );
-  const offline = devices.filter((d) => !d.online).length;
-  const drifting = devices.filter((d) => d.config_drift).length;
+  const drifting = rows.filter((d) => d.config_drift).length;
   const now = fleet.at || Date.now();
+  const { page, pages } = body;
   return (
     <div>
       {fleet.error && <p className="error" role="alert">Refresh failed: {fleet.error}</p>}
+      <SummaryBar summary={body.summary} onTag={(q) => go({ q })} />
       <div className="toolbar">
         <input
           type="search"
@@ -102,15 +96,10 @@ export function Overview({ view }: { view: OverviewView }) {
           onChange={(e) => go({ q: e.target.value })}
           aria-label="search devices"
         />
-        <span className="muted">
-          {devices.length} devices, <span className={offline ? "offline" : ""}>{offline} offline</span>
+        <span className="muted" data-total={body.total}>
+          {body.total} matching
         </span>
-        <span className="summary" aria-label="fleet alerts">
-          <span className={`badge critical${summary.critical ? "" : " zero"}`}>{summary.critical} critical</span>{" "}
-          <span className={`badge warning${summary.warning ? "" : " zero"}`}>{summary.warning} warning</span>{" "}
-          <span className={summary.silent ? "offline" : "muted"}>{summary.silent} silent</span>
-        </span>
-        <span className={drifting ? "drift" : "muted"} aria-label="configuration drift" title="devices not on their desired configuration version">
+        <span className={drifting ? "drift" : "muted"} aria-label="configuration drift" title="devices on this page not on their desired configuration version">
           {drifting} config drift
         </span>
       </div>
@@ -161,7 +150,7 @@ export function Overview({ view }: { view: OverviewView }) {
           })}
         </tbody>
       </table>
-      {shown.length === 0 && <p className="muted">No device id or tag matches “{view.q}”.</p>}
+      {body.total === 0 && <p className="muted">No device id or tag matches “{view.q}”.</p>}
       {pages > 1 && (
         <div className="pager">
           <button disabled={page <= 1} onClick={() => navigate(buildOverviewUrl({ ...view, page: page - 1 }))}>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Alert, AlertEvent } from "./api-types";
-import { alertPeriods, silencing, summarize } from "./alerts";
+import { alertPeriods, silencing } from "./alerts";
 
 const ev = (state: AlertEvent["state"], at: string, severity: AlertEvent["severity"] = "warning", key = "disk-a"): AlertEvent => ({
   id: 0, rule: "disk_full", key, severity, state, at, value: null, message: "",
@@ -27,14 +27,6 @@ describe("alertPeriods", () => {
     expect(alertPeriods([], [now("cpu-percent", "2026-01-01T00:00:00Z"), now("x", "2026-01-01T00:00:00Z", "pending")])).toEqual([
       { key: "cpu-percent", rule: "disk_full", severity: "critical", from: Date.parse("2026-01-01T00:00:00Z"), to: null },
     ]);
-  });
-});
-
-describe("summarize", () => {
-  it("counts firing alerts by severity and silent devices apart", () => {
-    expect(summarize([now("a", "2026-01-01T00:00:00Z"), now("b", "2026-01-01T00:00:00Z", "pending"), now("d", "2026-01-01T00:00:00Z", "firing", "device_silent")])).toEqual({
-      critical: 1, warning: 0, info: 0, silent: 1,
-    });
   });
 });
 

@@ -49,24 +49,6 @@ export function worse(a: AlertEvent["severity"], b: AlertEvent["severity"]): Ale
   return RANK[a] >= RANK[b] ? a : b;
 }
 
-export interface FleetSummary {
-  critical: number;
-  warning: number;
-  info: number;
-  silent: number;
-}
-
-/** Firing alerts by severity, and the devices the server reports silent. */
-export function summarize(alerts: Alert[]): FleetSummary {
-  const out: FleetSummary = { critical: 0, warning: 0, info: 0, silent: 0 };
-  for (const a of alerts) {
-    if (a.state !== "firing") continue;
-    if (a.rule === "device_silent") out.silent += 1;
-    else out[a.severity] += 1;
-  }
-  return out;
-}
-
 export interface SilenceLike {
   id: number;
   matchers: Record<string, string>;

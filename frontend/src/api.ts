@@ -32,18 +32,4 @@ export async function api<T>(path: string, signal?: AbortSignal): Promise<T> {
 
 // The response types are generated from the server's OpenAPI document (api-types.ts), not written here.
 export type { Device as DeviceDetail, DeviceSummary, Headline, Metric, Series as SeriesData } from "./api-types";
-import type { DeviceSummary, ListDevicesResponse } from "./api-types";
 
-export async function allDevices(signal?: AbortSignal): Promise<DeviceSummary[]> {
-  const out: DeviceSummary[] = [];
-  let cursor: string | null = null;
-  do {
-    const page: ListDevicesResponse = await api(
-      `/api/v1/devices?limit=1000${cursor ? `&cursor=${cursor}` : ""}`,
-      signal,
-    );
-    out.push(...page.devices);
-    cursor = page.next_cursor;
-  } while (cursor);
-  return out;
-}

@@ -154,7 +154,10 @@ def test_merging_layers_is_associative_and_the_later_wins(a, b, c):
 @pytest.mark.parametrize(
     ("doc", "reason"),
     [
-        ({"mqtt": {"endpoint": "evil"}}, "[mqtt] cannot be changed remotely"),
+        ({"mqtt": {"endpoint": "evil"}}, "mqtt.endpoint cannot be changed remotely (only drain_rate"),
+        ({"mqtt": {"drain_rate": 0}}, "mqtt.drain_rate: a number between 0.1 and 100000"),
+        ({"mqtt": {"drain_rate": True}}, "mqtt.drain_rate"),
+        ({"broker": {}}, "[broker] cannot be changed remotely"),
         ({"agent": {"state_dir": "/tmp"}}, "agent.state_dir cannot be changed remotely"),
         ({"agent": {"interval": 0}}, "between 0.1 and 86400"),
         ({"agent": {"interval": 5, "timeout": 6}}, "below agent.interval"),
@@ -167,3 +170,31 @@ def test_documents_the_agent_would_refuse_are_refused_with_the_key(doc, reason):
         remote.check_document(doc, Where("push.toml", ""))
     assert reason in str(err.value)
     assert str(err.value).startswith("push.toml")
+
+
+def test_a_server_may_slow_a_fleets_backlog_drain_and_nothing_else_of_mqtt(tmp_path):
+    from edgemon import config
+    from edgemon.forwarder import Forwarder
+
+    doc = {"mqtt": {"drain_rate": 20}}
+    assert remote.check_document(doc, Where("push.toml", "")) == doc
+    assert remote.allowed(doc, remote.ALLOW_DEFAULT, ()) is None, "allowed by default"
+    assert "not allowed" in (remote.allowed(doc, ("agent.interval",), ()) or ""), "unless the device says no"
+    assert "locked" in (remote.allowed(doc, remote.ALLOW_DEFAULT, ("mqtt.drain_rate",)) or "")
+    local = tmp_path / "agent.toml"
+    local.write_text("[mqtt]\nendpoint = 'broker.example'\ndrain_rate = 500\n")
+    cfg = config.load(local, environ={}, remote_doc=doc, remote_version=3)
+    assert cfg.mqtt.drain_rate == 20.0
+    assert cfg.mqtt.endpoint == "broker.example", "the rest of [mqtt] stays the file's"
+    assert config.load(local, environ={}).mqtt.drain_rate == 500.0
+
+    class Conn:
+        status = None
+        on_change = None
+        on_command = None
+
+    aws = config.MqttSettings(endpoint="abc-ats.iot.eu-west-1.amazonaws.com", drain_rate=500)
+    forwarder = Forwarder(None, Conn(), aws, tmp_path / "status.json")  # type: ignore[arg-type]
+    assert forwarder.rate == 90.0, "AWS IoT Core: under its 100 publishes/s per connection"
+    forwarder.set_drain_rate(20)
+    assert forwarder.rate == 20.0

@@ -194,3 +194,86 @@ def test_make_run_starts_the_stack_and_sigint_stops_every_process(tmp_path, brok
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def fleet_database(path, devices: int) -> str:
+    """A migrated SQLite database of ``devices`` devices with CPU and disk headlines, tags and recent samples."""
+    import sqlite3
+
+    from edgemon_server import migrations
+    from edgemon_server.db import make_engine
+
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    now = round(time.time() * 1000)
+    names = [f"dev-{i:05d}" for i in range(devices)]
+    entries = json.dumps(
+        [["cpu-percent", {"unit": "%", "headline": "CPU"}], ["disk-usage-*-percent", {"unit": "%", "headline": "Disk"}]]
+    )
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO devices (id, first_seen, last_seen, last_ts, last_seq, interval, attributes, received,"
+            " duplicates, first_seq, max_seq) VALUES (?, ?, ?, ?, 3, 10, '{}', 3, 0, 1, 3)",
+            [
+                (
+                    n,
+                    now - 3_600_000,
+                    now - (600_000 if i % 7 == 0 else 0),
+                    now,
+                )
+                for i, n in enumerate(names)
+            ],
+        )
+        db.executemany(
+            "INSERT INTO metric_meta (device_id, ts, received, entries, tags) VALUES (?, ?, ?, ?, ?)",
+            [(n, now, now, entries, json.dumps({"site": f"site-{i % 5}"})) for i, n in enumerate(names)],
+        )
+        series = []
+        for i, n in enumerate(names):
+            cpu = (i * 37) % 1000 / 10  # every value once in a while; the last device gets the top one below
+            series.append((n, "cpu-percent", now, 100.0 if i == devices - 1 else min(cpu, 99.9)))
+            series.append((n, "disk-usage-sda-percent", now, float(i % 90)))
+        db.executemany("INSERT INTO series (device_id, key, last_ts, last_value) VALUES (?, ?, ?, ?)", series)
+        ids = db.execute("SELECT id, last_value FROM series").fetchall()
+        db.executemany(
+            "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+            [(sid, now - k * 120_000, value) for sid, value in ids for k in range(3)],
+        )
+    db.close()
+    return url
+
+
+def test_the_overview_pages_and_sorts_10000_devices_on_the_server(tmp_path):
+    assert BUILT.exists(), "the dashboard is built by `make test` (npm run build) before pytest"
+    fleet = 10_000
+    url = fleet_database(tmp_path / "fleet.db", fleet)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMON_")}
+    env.update(EDGEMON_DATABASE_URL=url, EDGEMON_HTTP_BIND=f"127.0.0.1:{port}", EDGEMON_RATE_LIMIT="")
+    server = subprocess.Popen(
+        [str(SERVER_BIN), "api"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/api/v1/openapi.json", 30, server)
+        out = subprocess.run(
+            ["node", "e2e/fleet10k.mjs"],
+            cwd=FRONTEND,
+            env={**os.environ, "BASE_URL": base, "FLEET": str(fleet), "TOP": f"dev-{fleet - 1:05d}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["ok"], result["failures"]
+        print(
+            f"10,000 devices: first page rendered {result['render_ms']:.0f} ms after its response "
+            f"(the overview request took {result['overview_request_ms']:.0f} ms)"
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)

@@ -207,7 +207,10 @@ def load(
     agent_raw = raw.get("agent", {})
     _check_agent(agent, lambda key: where.at("agent", key) if key in agent_raw else "")
     mqtt_raw = raw.get("mqtt", {})
-    check_mqtt(parsed["mqtt"], lambda key: where.at("mqtt", key) if key in mqtt_raw else "")
+    mqtt_settings: MqttSettings = parsed["mqtt"]
+    if "drain_rate" in layer.get("mqtt", {}):  # the one MQTT key the protocol lets a server change
+        mqtt_settings = replace(mqtt_settings, drain_rate=float(layer["mqtt"]["drain_rate"]))
+    check_mqtt(mqtt_settings, lambda key: where.at("mqtt", key) if key in mqtt_raw else "")
 
     plugins_raw = raw.get("plugins", {})
     if not isinstance(plugins_raw, dict) or not all(isinstance(v, dict) for v in plugins_raw.values()):
@@ -222,7 +225,7 @@ def load(
         raise ConfigError(f"{where.at('remote_config', 'confirm_within')}remote_config.confirm_within: at least 10 s")
     return Config(
         agent=agent,
-        mqtt=parsed["mqtt"],
+        mqtt=mqtt_settings,
         plugins=plugins_raw,
         thresholds=tuple(rules.effective(user, defaults)),
         source=where.source,

@@ -137,9 +137,14 @@ class Daemon:
         self.agent.close()
         self.agent = self._successor(config)
         self.agent.start()
+        if self.mqtt is not None:  # the connection outlives the agent: its drain rate follows the new config
+            self.mqtt.forwarder.set_drain_rate(config.mqtt.drain_rate)
         log.info(
             "configuration reloaded",
-            extra={"reason": f"interval {config.agent.interval:g} s, remote version {config.remote_version}"},
+            extra={
+                "reason": f"interval {config.agent.interval:g} s, drain rate {config.mqtt.drain_rate:g}/s, "
+                f"remote version {config.remote_version}"
+            },
         )
 
     def _from_saved_version(self) -> None:

@@ -46,7 +46,9 @@ class Forwarder:
         self.buffer = buffer
         self.conn = connection
         self.status = connection.status
-        self.rate = min(settings.drain_rate, 90.0) if is_aws_endpoint(settings.endpoint) else settings.drain_rate
+        self.aws = is_aws_endpoint(settings.endpoint)
+        self.rate = 0.0
+        self.set_drain_rate(settings.drain_rate)
         self.max_inflight = settings.max_inflight
         self.status_path = status_path
         self._live: deque[Entry] = deque()
@@ -64,6 +66,10 @@ class Forwarder:
         self._thread = threading.Thread(target=self._loop, name="edgemon-forwarder", daemon=True)
         connection.on_change = self._wake.set
         connection.on_command = self.command
+
+    def set_drain_rate(self, rate: float) -> None:
+        """Backlog payloads per second from now on (AWS IoT Core: at most 90, under its 100/s per connection)."""
+        self.rate = min(rate, 90.0) if self.aws else rate
 
     def command(self, name: str, body: bytes) -> None:
         """A command from the server (on an awscrt thread: queued for the forwarder thread)."""

@@ -125,9 +125,7 @@ def edgemon_clock() -> FakeClock:
 
 
 @pytest.fixture
-def edgemon_plugin(
-    tmp_path: Path, edgemon_clock: FakeClock
-) -> Iterator[Callable[..., PluginHarness]]:
+def edgemon_plugin(tmp_path: Path, edgemon_clock: FakeClock) -> Iterator[Callable[..., PluginHarness]]:
     """A factory: ``edgemon_plugin(module, name, settings=None)`` -> a started :class:`PluginHarness`."""
     made: list[PluginHarness] = []
 

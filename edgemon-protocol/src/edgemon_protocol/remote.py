@@ -47,7 +47,10 @@ MAX_BYTES = 64 * 1024
 """A document and its envelope at most (an AWS IoT shadow holds 8 KB; a message 128 KB)."""
 COMMAND = CONFIG
 """The command name (``devices/<id>/commands/config``) a version travels under."""
-ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "agent.tags", "plugins", "alerts")
+MQTT_KEYS = {"drain_rate": (0.1, 100_000.0)}
+"""The one MQTT setting a server may change: how fast a backlog drains (payloads/s) after an outage,
+so that a fleet coming back at once does not overload the broker or the collectors."""
+ALLOW_DEFAULT = ("agent.interval", "agent.timeout", "agent.tags", "mqtt.drain_rate", "plugins", "alerts")
 """What a device lets remote documents change unless its ``[remote_config] allow`` says otherwise."""
 
 
@@ -66,9 +69,24 @@ def check_document(document: Any, where: Where) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(f"{where.at('', None)}a document is a table")
     for section in document:
-        if section not in ("agent", "plugins", "alerts"):
+        if section not in ("agent", "mqtt", "plugins", "alerts"):
             raise ConfigError(
-                f"{where.at(section, None)}[{section}] cannot be changed remotely (agent, plugins, alerts can)"
+                f"{where.at(section, None)}[{section}] cannot be changed remotely (agent, mqtt.drain_rate, plugins, "
+                "alerts can)"
+            )
+    mqtt = document.get("mqtt", {})
+    if not isinstance(mqtt, dict):
+        raise ConfigError(f"{where.at('mqtt', None)}[mqtt] must be a table")
+    for key, value in mqtt.items():
+        if key not in MQTT_KEYS:
+            raise ConfigError(
+                f"{where.at('mqtt', key)}mqtt.{key} cannot be changed remotely (only drain_rate: the broker, "
+                "certificates and client id stay the device's)"
+            )
+        low, high = MQTT_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(
+                f"{where.at('mqtt', key)}mqtt.{key}: a number between {low:g} and {high:g}, got {value!r}"
             )
     agent = document.get("agent", {})
     if not isinstance(agent, dict):
@@ -131,6 +149,7 @@ def allowed(document: Mapping[str, Any], allow: tuple[str, ...], lock: tuple[str
 
 def _paths(document: Mapping[str, Any]) -> list[str]:
     out = [f"agent.{key}" for key in document.get("agent", {})]
+    out.extend(f"mqtt.{key}" for key in document.get("mqtt", {}))
     for name, section in document.get("plugins", {}).items():
         out.extend(f"plugins.{name}.{key}" for key in section)
     for key in document.get("alerts", {}):
