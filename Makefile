@@ -139,6 +139,8 @@ bench: install
 	$(BIN)/python benchmarks/agent_overhead.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/sustained.py
 
 clean:
 	rm -rf $(VENV) $(VENV_OLD) var .pytest_cache .mypy_cache .ruff_cache .hypothesis frontend/node_modules server/src/edgemon_server/static
