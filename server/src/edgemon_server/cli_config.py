@@ -35,7 +35,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--abort-on-rejects", type=int, default=1, help="canary rejects or rollbacks that abort the rollout (1)"
     )
     push.add_argument("--expires", help="an override's end: a time, or +DURATION (+1h); the devices revert then")
-    push.add_argument("file", help="a TOML file in the agent's vocabulary: [agent], [plugins.<name>], [alerts]")
+    push.add_argument(
+        "file",
+        help="a TOML file in the agent's vocabulary: [agent], [mqtt] drain_rate, [plugins.<name>], [alerts]",
+    )
     status = config_sub.add_parser("status", parents=[common], help="per device: desired and applied version")
     status.add_argument("--device", action="append", help="only these devices")
     status.add_argument("--json", action="store_true", help="as JSON")
