@@ -1,13 +1,14 @@
-/** The charts a device page opens with when the URL names none: CPU, memory, the disks, the GPUs. */
+/** The charts a device page opens with when the URL names none: CPU, memory, the disks, the network, the GPUs. */
 const WANTED: RegExp[] = [
   /^cpu-percent$/,
   /^memory-percent$/,
   /^disk-usage-[^-]+-percent$/,
+  /^net-[^-]+-(rx|tx)_bytes_per_s$/,
   /^gpu-[^-]+-utilization-gpu$/,
 ];
 
 /** At most ``limit`` keys of ``keys``, in the order of ``WANTED`` (each pattern's keys sorted). */
-export function defaultMetrics(keys: string[], limit = 6): string[] {
+export function defaultMetrics(keys: string[], limit = 8): string[] {
   const out: string[] = [];
   for (const pattern of WANTED) {
     for (const key of [...keys].sort()) {

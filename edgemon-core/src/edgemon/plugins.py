@@ -30,7 +30,7 @@ from edgemon_protocol.ids import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PLUGINS = ("edgemon.builtin.memory", "edgemon.builtin.system")
+BUILTIN_PLUGINS = ("edgemon.builtin.memory", "edgemon.builtin.network", "edgemon.builtin.system")
 """Modules registered by the core itself, as pytest registers its own plugins."""
 
 LOAD_ENV = "EDGEMON_LOAD_PLUGINS"
