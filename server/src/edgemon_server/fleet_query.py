@@ -98,10 +98,9 @@ def _values(c: Any, series: list[tuple[int, str, str]], window: bool, start: int
                 if value is not None:
                     out.append((sid, *ids[sid], value, value, value, 1))
             continue
-        s = q.SAMPLES
+        s = q.raw_rows(chunk, start, end, c.dialect.name)
         rows = c.execute(
             select(s.c.series_id, func.min(s.c.value), func.max(s.c.value), func.sum(s.c.value), func.count(s.c.value))
-            .where(s.c.series_id.in_(chunk), s.c.ts.between(start, end))
             .group_by(s.c.series_id)
         )
         for sid, lo, hi, total, count in rows:

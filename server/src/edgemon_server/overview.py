@@ -238,13 +238,9 @@ def sparklines() -> Response:
         ids = {sid: (d, k) for sid, d, k in c.execute(query) if (d, k) in wanted}
     lines: dict[str, dict[str, list[float | None]]] = {d: {} for d in devices}
     if ids:
-        s = q.SAMPLES
+        s = q.raw_rows(sorted(ids), start, now_ms, c.dialect.name)
         bucket = ((s.c.ts - start) // literal_column(str(int(width)))).label("b")
-        query = (
-            select(s.c.series_id, bucket, func.avg(s.c.value))
-            .where(s.c.series_id.in_(sorted(ids)), s.c.ts >= start, s.c.ts <= now_ms)
-            .group_by(s.c.series_id, bucket)
-        )
+        query = select(s.c.series_id, bucket, func.avg(s.c.value)).group_by(s.c.series_id, bucket)
         for sid, b, avg in c.execute(query):
             device, key = ids[sid]
             line = lines[device].setdefault(key, [None] * points)

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, case, func, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Double,
+    Integer,
+    Select,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
 
 from edgemon_protocol.meta import Metric
 from edgemon_protocol.meta import lookup as meta_lookup
@@ -175,49 +191,80 @@ def series_ids(conn: Connection, device: str, keys: Sequence[str]) -> dict[str, 
     return {k: int(i) for k, i in conn.execute(query)}
 
 
-def count_query(series_id: int, start: int, end: int) -> Select[Any]:
-    """How many samples a series has in [start, end]."""
-    return select(func.count()).where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+_raw_names = itertools.count()
+"""A distinct suffix for each :func:`raw_rows`'s parameters (a statement may hold two)."""
+_HOUR_MS = 3_600_000
 
 
-def raw_query(series_id: int, start: int, end: int) -> Select[Any]:
-    """The samples of a series in [start, end], oldest first."""
-    return (
-        select(SAMPLES.c.ts, SAMPLES.c.value)
-        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
-        .order_by(SAMPLES.c.ts)
+def raw_rows(series: int | Sequence[int], start: int, end: int, dialect: str) -> Any:
+    """Every raw sample of ``series`` in [start, end] as a subquery of (series_id, ts, value).
+
+    The rows of ``samples``, and on PostgreSQL also the packed hours of ``sample_chunks``
+    (:mod:`edgemon_server.chunks`) that the range touches, unnested. Every raw read goes through here.
+    """
+    ids = [series] if isinstance(series, int) else [int(s) for s in series]
+    rows = select(SAMPLES.c.series_id, SAMPLES.c.ts, SAMPLES.c.value).where(
+        SAMPLES.c.series_id.in_(ids), SAMPLES.c.ts.between(start, end)
     )
+    if dialect != "postgresql":
+        return rows.subquery()
+    n = next(_raw_names)
+    packed = (
+        text(
+            "SELECT c.series_id, u.ts, u.value FROM sample_chunks c, unnest(c.ts, c.value) AS u(ts, value) "
+            f"WHERE c.series_id = ANY(:chunk_ids_{n}) AND c.hour >= :chunk_hour_{n} AND c.hour <= :chunk_end_{n} "
+            f"AND u.ts >= :chunk_start_{n} AND u.ts <= :chunk_end_{n}"
+        )
+        .bindparams(
+            **{
+                f"chunk_ids_{n}": ids,
+                f"chunk_hour_{n}": start - start % _HOUR_MS,
+                f"chunk_start_{n}": start,
+                f"chunk_end_{n}": end,
+            }
+        )
+        .columns(series_id=Integer, ts=BigInteger, value=Double)
+    )
+    return union_all(rows, packed).subquery()
 
 
-def buckets_query(series_id: int, start: int, end: int, width: int) -> Select[Any]:
+def count_query(series_id: int, start: int, end: int, dialect: str) -> Select[Any]:
+    """How many samples a series has in [start, end]."""
+    return select(func.count()).select_from(raw_rows(series_id, start, end, dialect))
+
+
+def raw_query(series_id: int, start: int, end: int, dialect: str) -> Select[Any]:
+    """The samples of a series in [start, end], oldest first."""
+    raw = raw_rows(series_id, start, end, dialect)
+    return select(raw.c.ts, raw.c.value).order_by(raw.c.ts)
+
+
+def buckets_query(series_id: int, start: int, end: int, width: int, dialect: str) -> Select[Any]:
     """Min/max/avg per time bucket of ``width`` ms from ``start`` (integer division on both databases)."""
-    bucket = ((SAMPLES.c.ts - start) // literal_column(str(int(width)))).label("bucket")
+    raw = raw_rows(series_id, start, end, dialect)
+    bucket = ((raw.c.ts - start) // literal_column(str(int(width)))).label("bucket")
     return (
-        select(bucket, func.min(SAMPLES.c.value), func.max(SAMPLES.c.value), func.avg(SAMPLES.c.value))
-        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(start, end))
+        select(bucket, func.min(raw.c.value), func.max(raw.c.value), func.avg(raw.c.value))
         .group_by(bucket)
         .order_by(bucket)
     )
 
 
-def rate_subquery(series_id: int, start: int, end: int) -> Any:
+RATE_LOOKBACK_MS = 6 * 3_600_000
+"""How far before a range the sample a rate starts from is looked for."""
+
+
+def rate_subquery(series_id: int, start: int, end: int, dialect: str) -> Any:
     """(ts, per-second rate) of a counter in [start, end]: reset-aware, from each sample and the one before.
 
     A drop means the counter restarted from zero (a reboot): the new value itself is what was counted
-    since. The first sample of the range has no rate (the one before it is looked up, so a range
-    that starts mid-series loses nothing).
+    since. The first sample of the range has no rate unless the sample before it (looked up within
+    ``RATE_LOOKBACK_MS``) gives it one, so a range that starts mid-series loses nothing.
     """
-    prev_v = func.lag(SAMPLES.c.value).over(order_by=SAMPLES.c.ts)
-    prev_t = func.lag(SAMPLES.c.ts).over(order_by=SAMPLES.c.ts)
-    before = (
-        select(func.max(SAMPLES.c.ts)).where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts < start).scalar_subquery()
-    )
-    inner = (
-        select(SAMPLES.c.ts, SAMPLES.c.value, prev_v.label("pv"), prev_t.label("pt"))
-        .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts <= end)
-        .where(SAMPLES.c.ts >= func.coalesce(before, start))
-        .subquery()
-    )
+    raw = raw_rows(series_id, start - RATE_LOOKBACK_MS, end, dialect)
+    prev_v = func.lag(raw.c.value).over(order_by=raw.c.ts)
+    prev_t = func.lag(raw.c.ts).over(order_by=raw.c.ts)
+    inner = select(raw.c.ts, raw.c.value, prev_v.label("pv"), prev_t.label("pt")).subquery()
     delta = case((inner.c.value >= inner.c.pv, inner.c.value - inner.c.pv), else_=inner.c.value)
     rate = (delta * 1000.0 / (inner.c.ts - inner.c.pt)).label("value")
     return (

@@ -30,9 +30,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, literal_column, select, text, update
 
-from edgemon_server import partitions
+from edgemon_server import chunks, partitions
 from edgemon_server.config import Retention
 from edgemon_server.db import Base
+from edgemon_server.queries import raw_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,26 @@ def _upsert(conn: Connection, table: Any, width: int, start: int, end: int, seri
     if not series:
         return 0
     ids = ", ".join(str(int(s)) for s in series)
+    source = f"samples WHERE series_id IN ({ids}) AND ts >= :start AND ts < :end"
+    if conn.dialect.name == "postgresql":  # and the packed hours (late data recomputed below the cursor)
+        source = (
+            f"(SELECT series_id, ts, value FROM {source} UNION ALL "
+            "SELECT c.series_id, u.ts, u.value FROM sample_chunks c, unnest(c.ts, c.value) AS u(ts, value) "
+            f"WHERE c.series_id IN ({ids}) AND c.hour >= :hour AND c.hour < :end AND u.ts >= :start AND u.ts < :end"
+            ") AS packed"
+        )
     sql = (
         f"INSERT INTO {table.name} (series_id, bucket, count, sum, min, max, last) "
         "SELECT series_id, b, count(*), sum(value), min(value), max(value), max(lastv) FROM ("
         f"  SELECT series_id, ts - (ts % {width}) AS b, value,"
         f"    first_value(value) OVER (PARTITION BY series_id, ts - (ts % {width}) ORDER BY ts DESC) AS lastv"
-        f"  FROM samples WHERE series_id IN ({ids}) AND ts >= :start AND ts < :end"
+        f"  FROM {source}"
         ") AS raw GROUP BY series_id, b "
         "ON CONFLICT (series_id, bucket) DO UPDATE SET count = excluded.count, sum = excluded.sum, "
         "min = excluded.min, max = excluded.max, last = excluded.last"
     )
-    return conn.execute(text(sql), {"start": start, "end": end}).rowcount or 0
+    params = {"start": start, "end": end, "hour": start - start % chunks.HOUR_MS}
+    return conn.execute(text(sql), params).rowcount or 0
 
 
 def _all_series(conn: Connection) -> list[int]:
@@ -155,12 +165,16 @@ def recompute_dirty(engine: Engine, limit: int = 200) -> int:
         by_device: dict[str, list[int]] = {}
         for device, bucket in marks:
             by_device.setdefault(device, []).append(int(bucket))
+        packed_upto = chunks.cursor(conn) if chunks.enabled(conn) else None
         for device, buckets in by_device.items():
             series = [int(r[0]) for r in conn.execute(select(SERIES.c.id).where(SERIES.c.device_id == device))]
             for table, width in TIERS.values():
                 for start in sorted({bucket_of(b, width) for b in buckets}):
                     for i in range(0, len(series), CHUNK):
                         _upsert(conn, table, width, start, start + width, series[i : i + CHUNK])
+            if packed_upto is not None:  # late rows in hours already packed join their chunks
+                for hour in sorted({bucket_of(b, chunks.HOUR_MS) for b in buckets if b < packed_upto}):
+                    chunks.merge(conn, series, hour)
             conn.execute(delete(DIRTY).where(DIRTY.c.device_id == device, DIRTY.c.bucket.in_(buckets)))
         log.info("late data rolled up", extra={"reason": f"{len(marks)} buckets of {len(by_device)} devices"})
         return len(marks)
@@ -172,7 +186,7 @@ def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s:
     Raw samples go only where the 1-hour tier has rolled past them and no dirty mark remains before
     the horizon (late data still to roll up keeps its raw samples).
     """
-    deleted = {"samples": 0, "payloads": 0, "rollups_5m": 0, "rollups_1h": 0, "vacuumed_pages": 0}
+    deleted = {"samples": 0, "payloads": 0, "chunks": 0, "rollups_5m": 0, "rollups_1h": 0, "vacuumed_pages": 0}
     deadline = time.monotonic() + budget_s
     with engine.connect() as conn:
         series = _all_series(conn)
@@ -204,6 +218,7 @@ def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s:
         with engine.begin() as conn:
             result = conn.execute(delete(PAYLOADS).where(PAYLOADS.c.ts < horizons[0][2]))
             deleted["payloads"] = result.rowcount or 0
+        deleted["chunks"] = chunks.expire(engine, horizons[0][2], series)
     if engine.dialect.name == "sqlite":
         deleted["vacuumed_pages"] = incremental_vacuum(engine, deadline)
     return deleted
@@ -235,6 +250,9 @@ def maintain(engine: Engine, retention: Retention, now_ms: int | None = None) ->
     """One round: late buckets, then roll forward, then retention; what it did."""
     now_ms = round(time.time() * 1000) if now_ms is None else now_ms
     report = {"dirty": recompute_dirty(engine), "rolled": roll_forward(engine, now_ms)}
+    with engine.connect() as conn:
+        rolled, series = cursor(conn, "1h"), _all_series(conn)
+    report["packed_hours"] = chunks.compact(engine, now_ms, rolled, series)
     report.update(apply_retention(engine, retention, now_ms))
     return report
 
@@ -293,16 +311,15 @@ def read_buckets(
     for a, z in raw_ranges:
         if z < a:
             continue
+        raw = raw_rows(series_id, a, z, conn.dialect.name)
         rows = conn.execute(
             select(
-                ((SAMPLES.c.ts - start) // w).label("b"),
-                func.min(SAMPLES.c.value),
-                func.max(SAMPLES.c.value),
-                func.sum(SAMPLES.c.value),
+                ((raw.c.ts - start) // w).label("b"),
+                func.min(raw.c.value),
+                func.max(raw.c.value),
+                func.sum(raw.c.value),
                 func.count(),
-            )
-            .where(SAMPLES.c.series_id == series_id, SAMPLES.c.ts.between(a, z))
-            .group_by(text("1"))
+            ).group_by(text("1"))
         )
         for b, mn, mx, total, n in rows:
             add(int(b), mn, mx, total, int(n))

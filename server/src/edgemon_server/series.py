@@ -68,6 +68,7 @@ def get_series(device: str) -> Response:
             if kind != "counter":
                 raise ApiError(400, f"fn=rate: {key[:200]!r} is a {kind}, not a counter (as its device declares it)")
     out = []
+    dialect = c.dialect.name
     width = max(1, math.ceil((end - start + 1) / points))
     tier = None if fn else rollups.tier_for(width)
     for key in dict.fromkeys(keys):
@@ -77,16 +78,16 @@ def get_series(device: str) -> Response:
             count, data = rollups.read_buckets(c, tier, sid, base, end, wide)
             out.append({"metric": key, "downsampled": True, "count": count, "bucket_ms": wide, "points": data})
             continue
-        rates = q.rate_subquery(sid, start, end) if fn == "rate" else None
-        count_query = q.rate_count_query(rates) if rates is not None else q.count_query(sid, start, end)
+        rates = q.rate_subquery(sid, start, end, dialect) if fn == "rate" else None
+        count_query = q.rate_count_query(rates) if rates is not None else q.count_query(sid, start, end, dialect)
         count = int(c.execute(count_query).scalar() or 0)
         if count <= points:
-            raw = q.rate_raw_query(rates) if rates is not None else q.raw_query(sid, start, end)
+            raw = q.rate_raw_query(rates) if rates is not None else q.raw_query(sid, start, end, dialect)
             data = [[ts, value] for ts, value in c.execute(raw)]
             out.append({"metric": key, "downsampled": False, "count": count, "points": data})
             continue
         buckets = (
-            q.rate_buckets_query(rates, start, width) if rates is not None else q.buckets_query(sid, start, end, width)
+            q.rate_buckets_query(rates, start, width) if rates is not None else q.buckets_query(sid, start, end, width, dialect)
         )
         data = [[start + int(b) * width, lo, hi, avg] for b, lo, hi, avg in c.execute(buckets)]
         out.append({"metric": key, "downsampled": True, "count": count, "bucket_ms": width, "points": data})
