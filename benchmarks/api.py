@@ -184,8 +184,8 @@ def main() -> None:
         def bare_series() -> Any:
             sid = q.series_ids(conn, "dense", ["cpu-percent"])["cpu-percent"]
             start, end = int(frm * 1000), int(to * 1000)
-            conn.execute(q.count_query(sid, start, end)).scalar()
-            return conn.execute(q.buckets_query(sid, start, end, (end - start + 499) // 500)).all()
+            conn.execute(q.count_query(sid, start, end, "sqlite")).scalar()
+            return conn.execute(q.buckets_query(sid, start, end, (end - start + 499) // 500, "sqlite")).all()
 
         def bare_devices() -> Any:
             rows = conn.execute(q.devices_page("", "id", False, None, 100)).all()

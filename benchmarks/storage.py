@@ -51,9 +51,7 @@ def fill(engine: Engine, devices: int, payloads: int) -> tuple[int, float]:
     return samples, time.perf_counter() - began
 
 
-def measure(
-    name: str, engine: Engine, size: Callable[[], int], devices: int, payloads: int, target: float
-) -> None:
+def measure(name: str, engine: Engine, size: Callable[[], int], devices: int, payloads: int, target: float) -> None:
     migrations.upgrade(engine)
     empty = size()
     samples, seconds = fill(engine, devices, payloads)

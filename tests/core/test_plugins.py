@@ -175,7 +175,7 @@ def test_load_plugins_env_restricts(broken, monkeypatch):
 def test_load_plugins_env_empty_means_builtins_only(agent_env):
     result = run_agent("once", env={**agent_env, "EDGEMON_LOAD_PLUGINS": ""})
     assert result.returncode == 0, result.stderr
-    assert set(json.loads(result.stdout)["metrics"]) == {"agent", "memory", "system"}
+    assert set(json.loads(result.stdout)["metrics"]) == {"agent", "memory", "net", "system"}
 
 
 def test_enabled_false_disables_a_plugin(tmp_path, agent_env):

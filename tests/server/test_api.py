@@ -426,9 +426,9 @@ def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
         q.devices_page("", "last_seen", True, (1, "a"), 100),
         q.headlines_query(["a", "b"], ["cpu-percent", "disk-usage-*-percent"]),
         q.metrics_query("a", "cpu-"),
-        q.count_query(1, 0, 10),
-        q.raw_query(1, 0, 10),
-        q.buckets_query(1, 0, 10, 2),
+        q.count_query(1, 0, 10, "sqlite"),
+        q.raw_query(1, 0, 10, "sqlite"),
+        q.buckets_query(1, 0, 10, 2, "sqlite"),
         q.rejected_query("a"),
         q.rejects_page("a", 10, 50),
     ]

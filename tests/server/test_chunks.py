@@ -13,6 +13,7 @@ from edgemon_server.api import ApiSettings, create_app
 from edgemon_server.config import Retention
 from edgemon_server.store import Message, Store
 from tests.fleet import SAMPLES_PER_PAYLOAD, payload
+from tests.server.test_store import store_ts
 
 HOUR = 3600
 FOREVER = Retention(0, 0, 0)
@@ -109,10 +110,9 @@ def test_late_rows_join_their_chunk_and_the_rollups(engine, store):
     assert after_rows == rows
     client = create_app(engine, ApiSettings(rate_limit="")).test_client()
     when = start + late_seq * 60
-    body = client.get(
-        f"/api/v1/devices/pack-0/series?metric=cpu-percent&from={when - 1}&to={when + 1}"
-    ).get_json()
-    assert body["series"][0]["points"] == [[round(when * 1000), (late_seq % 100) + 0.5]]
+    body = client.get(f"/api/v1/devices/pack-0/series?metric=cpu-percent&from={when - 1}&to={when + 1}").get_json()
+    late_ms = store_ts(payload("pack-0", late_seq, interval=60.0, start=start))
+    assert body["series"][0]["points"] == [[late_ms, (late_seq % 100) + 0.5]]
 
 
 def test_retention_trims_chunks_to_the_horizon(engine, store):

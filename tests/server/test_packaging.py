@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -27,7 +28,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_the_server_distribution_does_not_require_the_agent():
-    deps = [r.split(";")[0].split(">")[0].split("[")[0].strip() for r in requires("edgemon-server") or []]
+    deps = [re.split(r"[<>=~!;\[ ]", r, maxsplit=1)[0] for r in requires("edgemon-server") or []]
     assert "edgemon-protocol" in deps
     assert "edgemon-core" not in deps
 

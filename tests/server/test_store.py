@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from edgemon_protocol.flatten import flatten
-from edgemon_server import migrations, partitions
+from edgemon_server import chunks, migrations, partitions
 from edgemon_server.db import Base, Device, Payload, Reject, Sample, Series
 from edgemon_server.store import Message, Store
 from tests.fleet import SAMPLES_PER_PAYLOAD, payload
@@ -40,8 +40,8 @@ def test_migrations_and_models_agree(engine):
         opts = {
             "compare_type": True,
             # PostgreSQL's day partitions are made at run time, and its sample_chunks is not a model
-            "include_name": lambda name, kind, _parent: not (
-                kind == "table" and (partitions.is_partition(name) or name == chunks.CHUNKS.name)
+            "include_name": lambda name, kind, _parent: (
+                not (kind == "table" and (partitions.is_partition(name) or name == chunks.CHUNKS.name))
             ),
         }
         diff = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)

@@ -71,8 +71,10 @@ def enabled(conn: Connection) -> bool:
 
 
 def merge(conn: Connection, series: Sequence[int], hour: int) -> None:
-    """Pack the rows of ``series`` in ``hour`` into their chunks (with what the chunks hold), in ``conn``'s
-    transaction."""
+    """Pack the rows of ``series`` in ``hour`` into their chunks, with what the chunks hold.
+
+    In ``conn``'s transaction: the chunk is written and the rows deleted together.
+    """
     for i in range(0, len(series), SERIES_PER_STEP):
         ids = [int(s) for s in series[i : i + SERIES_PER_STEP]]
         conn.execute(text(_PACK), {"ids": ids, "hour": hour})
@@ -132,8 +134,10 @@ WHERE c.series_id = k.series_id AND c.hour = :hour
 
 
 def expire(engine: Engine, horizon_ms: int, series: Sequence[int]) -> int:
-    """Delete the samples of chunks older than ``horizon_ms`` (whole chunks, and the older part of the
-    hour the horizon falls in); how many chunks went."""
+    """Delete the packed samples older than ``horizon_ms``; how many chunks went.
+
+    Whole chunks before the horizon's hour, and the older part of the chunk the horizon falls in.
+    """
     deleted = 0
     with engine.connect() as conn:
         if not enabled(conn):

@@ -87,7 +87,9 @@ def get_series(device: str) -> Response:
             out.append({"metric": key, "downsampled": False, "count": count, "points": data})
             continue
         buckets = (
-            q.rate_buckets_query(rates, start, width) if rates is not None else q.buckets_query(sid, start, end, width, dialect)
+            q.rate_buckets_query(rates, start, width)
+            if rates is not None
+            else q.buckets_query(sid, start, end, width, dialect)
         )
         data = [[start + int(b) * width, lo, hi, avg] for b, lo, hi, avg in c.execute(buckets)]
         out.append({"metric": key, "downsampled": True, "count": count, "bucket_ms": width, "points": data})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -30,14 +31,20 @@ SKIP = ("lo",)
 class NetCollector:
     """Counters per interface; rates need the previous call, so the first cycle has none."""
 
-    def __init__(self) -> None:
-        """No previous reading yet."""
+    def __init__(
+        self,
+        read: Callable[..., dict[str, Any]] = psutil.net_io_counters,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """No previous reading yet; ``read`` and ``clock`` are psutil's counters and the monotonic clock."""
+        self._read = read
+        self._clock = clock
         self._prev: tuple[float, dict[str, dict[str, int]]] | None = None
 
     def __call__(self) -> dict[str, Any]:
         """Return ``{"net": {"<interface>": {"rx_bytes": ..., "rx_bytes_per_s": ..., ...}}}``."""
-        now = time.monotonic()
-        raw = psutil.net_io_counters(pernic=True, nowrap=True) or {}
+        now = self._clock()
+        raw = self._read(pernic=True, nowrap=True) or {}
         current = {
             name: {key: int(getattr(c, field)) for field, key in COUNTERS.items()}
             for name, c in raw.items()
