@@ -12,6 +12,7 @@ from edgemon import Metric, RegisterCollector, hookimpl
 from edgemon.cli import main
 
 
+@pytest.mark.slow  # runs pytest on the generated project in a process of its own
 def test_new_plugin_writes_a_distribution_whose_own_tests_pass(tmp_path, capsys):
     assert main(["new-plugin", "room-sensors", "--dir", str(tmp_path)]) == 0
     root = tmp_path / "edgemon-room-sensors"

@@ -179,3 +179,23 @@ def run_collector(tmp_path: Path):
     for proc in procs:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.stop(signal.SIGKILL)
+
+
+PG_IN_THE_SLOW_LOOP = (
+    "tests/server/test_api.py",
+    "tests/server/test_alerts.py",
+    "tests/server/test_interop.py",
+    "tests/server/test_overview.py",
+    "tests/server/test_tags.py",
+    "tests/server/test_fleet_config.py",
+)
+"""Modules whose PostgreSQL variants run only in the full suite: each builds a fleet per test (about
+0.5 s on PostgreSQL), and their SQLite variants cover the same API code in the fast loop; the store,
+rollups, partitions and migrations keep both databases in the fast loop."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL variants of ``PG_IN_THE_SLOW_LOOP`` slow (`make test` still runs them)."""
+    for item in items:
+        if item.nodeid.startswith(PG_IN_THE_SLOW_LOOP) and "[postgresql" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

@@ -17,7 +17,10 @@ from tests.server.test_store import store_ts
 
 HOUR = 3600
 FOREVER = Retention(0, 0, 0)
-pytestmark = pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # SQLite keeps 20-byte rows
+pytestmark = [
+    pytest.mark.parametrize("engine", ["postgresql"], indirect=True),  # SQLite keeps 20-byte rows
+    pytest.mark.slow,  # hours of samples through the store; `make test` runs it
+]
 
 
 def write(store: Store, device: str, seqs, start: float, interval: float = 60.0) -> None:

@@ -113,6 +113,7 @@ def test_maintenance_makes_todays_partition_and_live_rows_land_in_it(pg):
         assert set(homes) <= {partitions.name_for(partitions.day_of(round((now - t) * 1000))) for t in (0, 60)}
 
 
+@pytest.mark.slow  # heavy on PostgreSQL; `make test` runs it
 def test_an_older_postgresql_database_keeps_its_samples_as_the_legacy_partition(db_url):
     eng = make_engine(db_url)
     if eng.dialect.name != "postgresql":

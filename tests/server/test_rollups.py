@@ -109,6 +109,7 @@ def test_live_payloads_mark_nothing_and_recent_buckets_wait(store, engine):
     assert tier(engine, "rollups_5m", "cpu-percent") == {}, "a bucket is rolled up once it ended 10 min ago"
 
 
+@pytest.mark.slow  # heavy on PostgreSQL; `make test` runs it
 def test_retention_deletes_exactly_what_is_past_the_horizon_while_the_collector_writes(store, engine):
     now = time.time()
     old = now - 20 * DAY
@@ -151,6 +152,7 @@ def test_retention_deletes_exactly_what_is_past_the_horizon_while_the_collector_
     assert tier(engine, "rollups_1h", "cpu-percent"), "the rollups outlive the raw samples"
 
 
+@pytest.mark.slow  # heavy on PostgreSQL; `make test` runs it
 def test_raw_samples_wait_for_their_late_buckets(store, engine):
     now = time.time()
     t0 = now - 30 * DAY
