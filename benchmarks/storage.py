@@ -3,9 +3,9 @@
 For each database: a fresh, migrated database (its size is the baseline, measured in the same run),
 then ``--devices`` simulated devices x ``--payloads`` payloads of 51 samples each (the shape of
 ``tests/fleet.py``: CPU, memory, disks, network, GPU, sensors), written through ``Store.write`` in
-batches of 100 payloads as the collector writes them ("as rows": the size then), then one maintenance
-round an hour later ("after": rollups added, and on PostgreSQL the hours older than two hours packed
-into ``sample_chunks`` and the database vacuumed, as autovacuum would). Printed: the database's size
+batches of 100 payloads as the collector writes them ("as rows": the size then), then maintenance as
+it runs a day later ("after": rollups added, and on PostgreSQL the day's hours packed into
+``sample_chunks``, its emptied partition dropped, and the database vacuumed, as autovacuum would). Printed: the database's size
 over the baseline divided by the raw samples, against the targets (SQLite <= 30 B, PostgreSQL <= 40 B),
 and the bytes per sample of the packed chunks alone.
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Engine, func, select, text
 
-from edgemon_server import migrations, rollups
+from edgemon_server import migrations, partitions, rollups
 from edgemon_server.config import Retention
 from edgemon_server.db import make_engine
 from edgemon_server.store import Message, Store
@@ -53,11 +53,16 @@ def fill(engine: Engine, devices: int, payloads: int) -> tuple[int, float]:
 
 def measure(name: str, engine: Engine, size: Callable[[], int], devices: int, payloads: int, target: float) -> None:
     migrations.upgrade(engine)
+    # the day partitions maintenance keeps ready (PostgreSQL), from the first sample's day on
+    partitions.maintain(engine, round((time.time() - payloads * 10 - 3600) * 1000), None)
     empty = size()
     samples, seconds = fill(engine, devices, payloads)
     raw = size() - empty
-    # one maintenance round an hour later: rollups, and on PostgreSQL the packing of hours older than 2 h
-    report = rollups.maintain(engine, Retention(0, 0, 0), round((time.time() + 3600) * 1000))
+    # maintenance a day later, when the day the samples are in is over: rollups, and on PostgreSQL every
+    # hour packed and the emptied day partition dropped (two rounds: each has a time budget)
+    later = round((time.time() + 26 * 3600) * 1000)
+    report = rollups.maintain(engine, Retention(0, 0, 0), later)
+    report["packed_hours"] += rollups.maintain(engine, Retention(0, 0, 0), later)["packed_hours"]
     packed_line = ""
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
-from edgemon_server import chunks, rollups
+from edgemon_server import chunks, partitions, queries, rollups
 from edgemon_server.api import ApiSettings, create_app
 from edgemon_server.config import Retention
 from edgemon_server.store import Message, Store
@@ -133,3 +133,23 @@ def test_retention_trims_chunks_to_the_horizon(engine, store):
         ).scalar()
     assert oldest is not None
     assert oldest >= horizon_ms, "nothing older than the horizon is left in the chunks"
+
+
+def test_a_day_packed_whole_loses_its_partition_and_keeps_its_samples(engine, store):
+    now = time.time()
+    day = partitions.day_of(round((now - 3 * 86400) * 1000))
+    name = partitions.name_for(day)
+    with engine.begin() as conn:
+        if name not in {p.name for p in partitions.partitions(conn)}:
+            partitions.create_day(conn, day)
+    write(store, "pack-0", range(0, 120), day / 1000 + 3600)  # two hours inside that day
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {name}")).scalar() == 120 * SAMPLES_PER_PAYLOAD
+    for _ in range(3):  # rollups, then packing, within each round's time budget
+        rollups.maintain(engine, FOREVER, round(now * 1000))
+    with engine.connect() as conn:
+        assert name not in {p.name for p in partitions.partitions(conn)}, "an emptied day partition is dropped"
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM series WHERE device_id = 'pack-0'"))]
+        raw = queries.raw_rows(ids, day, day + partitions.DAY_MS, conn.dialect.name)
+        kept = conn.execute(select(func.count()).select_from(raw)).scalar()
+    assert kept == 120 * SAMPLES_PER_PAYLOAD, "every sample is in the chunks"

@@ -16,6 +16,9 @@ compressed by TOAST.
 - **Reading**: :func:`edgemon_server.queries.raw_rows` is every raw read: the rows of ``samples``
   plus the unnested chunks of the hours the range touches. Duplicates cannot meet there: a payload
   is stored once (the ``payloads`` table), whether its hour was packed or not.
+- **Partitions**: once every hour of a day is packed, that day's partition of ``samples`` is empty
+  and is dropped (its primary-key index would otherwise keep its size until retention); late rows
+  for it later go to the default partition, from where maintenance moves them to a new one.
 - **Retention** drops chunks whose hour ended before the raw horizon.
 
 SQLite keeps a row per sample: 20 bytes is already at the floor of series, time and value.
@@ -29,6 +32,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import BigInteger, Column, Connection, Double, Engine, Integer, MetaData, Table, text
 from sqlalchemy.dialects.postgresql import ARRAY
+
+from edgemon_server import partitions
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,7 @@ def compact(engine: Engine, now_ms: int, rolled_ms: int | None, series: Sequence
         done += 1
     if done:
         log.info("samples packed", extra={"reason": f"{done} hours of {len(series)} series into chunks"})
+    partitions.drop_empty_below(engine, hour)  # whole days packed: their partitions (and indexes) go
     return done
 
 

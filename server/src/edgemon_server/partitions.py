@@ -124,6 +124,33 @@ def create_day(conn: Connection, day_ms: int) -> str:
     return name
 
 
+def drop_empty_below(engine: Engine, upto_ms: int) -> int:
+    """Drop the partitions that end at or before ``upto_ms`` and hold no row any more; how many.
+
+    Packing (:mod:`edgemon_server.chunks`) empties whole days of ``samples``; their heap pages could be
+    reused, but their primary-key index keeps its size until the partition goes. Each is checked
+    empty under an exclusive lock, so a late row cannot slip in between the check and the drop.
+    """
+    dropped = 0
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
+            return 0
+        candidates = [p for p in partitions(conn) if p.hi is not None and p.hi <= upto_ms]
+    for p in candidates:
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                conn.execute(text(f"LOCK TABLE {p.name} IN ACCESS EXCLUSIVE MODE"))
+                if conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {p.name})")).scalar():
+                    continue
+                conn.execute(text(f"DROP TABLE {p.name}"))
+        except OperationalError as exc:
+            log.warning("empty partition not dropped; tried again next round", extra={"reason": str(exc)[:200]})
+            continue
+        dropped += 1
+    return dropped
+
+
 def default_rows(conn: Connection) -> int:
     """Rows in the default partition (counted up to ``DEFAULT_COUNT_CAP``)."""
     return int(
