@@ -5,9 +5,9 @@ then ``--devices`` simulated devices x ``--payloads`` payloads of 51 samples eac
 ``tests/fleet.py``: CPU, memory, disks, network, GPU, sensors), written through ``Store.write`` in
 batches of 100 payloads as the collector writes them ("as rows": the size then), then maintenance as
 it runs a day later ("after": rollups added, and on PostgreSQL the day's hours packed into
-``sample_chunks``, its emptied partition dropped, and the database vacuumed, as autovacuum would). Printed: the database's size
-over the baseline divided by the raw samples, against the targets (SQLite <= 30 B, PostgreSQL <= 40 B),
-and the bytes per sample of the packed chunks alone.
+``sample_chunks``, its emptied partition dropped, and the database vacuumed, as autovacuum would).
+Printed: the database's size over the baseline divided by the raw samples, against the targets
+(SQLite <= 30 B, PostgreSQL <= 40 B), and the bytes per sample of the packed chunks alone.
 
 Run: ``.venv/bin/python benchmarks/storage.py [--devices 100 --payloads 360] [--pg-url URL]``
 """
