@@ -12,7 +12,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from edgemon_protocol.payload import utc_timestamp
 from edgemon_server import queries as q
@@ -431,6 +431,11 @@ def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
         q.buckets_query(1, 0, 10, 2, "sqlite"),
         q.rejected_query("a"),
         q.rejects_page("a", 10, 50),
+        # the fleet query's candidates: every device's disks, by the key's literal prefix
+        select(q.SERIES.c.id).where(
+            q.SERIES.c.key.like(q.like("disk-usage-*-percent"), escape="!"),
+            q.key_prefix("disk-usage-*-percent", "sqlite"),
+        ),
     ]
     with eng.connect() as conn:
         for stmt in statements:
@@ -438,6 +443,9 @@ def test_hot_queries_use_indexes_on_sqlite(sqlite_url):
             plan = " | ".join(row[3] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
             for table in ("samples", "series", "payloads", "rejects"):
                 assert f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", "SEARCH"), plan
+        candidates = statements[-1].compile(eng, compile_kwargs={"literal_binds": True})
+        plan = " | ".join(row[3] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {candidates}")))
+        assert f"SEARCH series USING COVERING INDEX {q.KEY_INDEX} (key>? AND key<?)" in plan, "a range, not a scan"
     eng.dispose()
 
 

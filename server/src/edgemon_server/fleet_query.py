@@ -52,13 +52,15 @@ def query() -> Response:
     if start > end:
         raise ApiError(400, f"from ({iso(start)}) is after to ({iso(end)})")
     matcher = compile_pattern(pattern)
+    c = conn()
     candidates = select(q.SERIES.c.id, q.SERIES.c.device_id, q.SERIES.c.key).where(
         q.SERIES.c.key.like(q.like(pattern), escape="!")
     )
+    if (ranged := q.key_prefix(pattern, c.dialect.name)) is not None:
+        candidates = candidates.where(ranged)  # a range on the key index instead of a scan of every series
     prefix = glob.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
     if prefix:
         candidates = candidates.where(q.SERIES.c.device_id.startswith(prefix, autoescape=True))
-    c = conn()
     allowed: set[str] | None = None
     if wanted := request.args.getlist("tag"):
         try:

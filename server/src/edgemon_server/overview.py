@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import Connection, Engine, func, literal_column, or_, select
+from sqlalchemy import Connection, Engine, and_, func, literal_column, or_, select
 
 from edgemon_protocol.meta import Metric
 from edgemon_server import queries as q
@@ -92,7 +92,12 @@ def fleet_meta(c: Connection) -> FleetMeta:
 def headline_values(c: Connection, declared: Declared) -> dict[str, float]:
     """Per device that declared the label, the largest latest value of its keys matching its patterns."""
     patterns = declared.patterns
-    wanted = [q.SERIES.c.key.like(q.like(p), escape="!") for p in sorted(patterns)]
+    dialect = c.dialect.name
+    wanted = []
+    for p in sorted(patterns):
+        ranged = q.key_prefix(p, dialect)
+        like = q.SERIES.c.key.like(q.like(p), escape="!")
+        wanted.append(and_(ranged, like) if ranged is not None else like)
     query = (
         select(q.SERIES.c.device_id, func.max(q.SERIES.c.last_value)).where(or_(*wanted)).group_by(q.SERIES.c.device_id)
     )

@@ -124,6 +124,24 @@ def tagged(conn: Connection, wanted: dict[str, str]) -> set[str]:
     }
 
 
+KEY_INDEX = "ix_series_key"
+"""The index on ``series.key`` in byte order (migration 0015; an expression index on PostgreSQL)."""
+
+
+def key_prefix(pattern: str, dialect: str) -> Any:
+    """A condition on ``series.key`` for the literal start of a metadata pattern (None: it has none).
+
+    ``disk-usage-*-percent`` -> ``key >= 'disk-usage-' AND key < 'disk-usage.'`` in byte order, a
+    range on :data:`KEY_INDEX`; the caller keeps its exact match (LIKE and the pattern) beside it.
+    """
+    prefix = pattern.split("*", 1)[0]
+    if not prefix:
+        return None
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    key = SERIES.c.key.collate("C") if dialect == "postgresql" else SERIES.c.key
+    return and_(key >= prefix, key < upper)
+
+
 def like(pattern: str) -> str:
     """A SQL LIKE (escape character ``!``) that matches at least what a metadata pattern matches."""
     escaped = pattern.replace("!", "!!").replace("%", "!%").replace("_", "!_")
