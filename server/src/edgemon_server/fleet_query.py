@@ -53,7 +53,7 @@ def query() -> Response:
         raise ApiError(400, f"from ({iso(start)}) is after to ({iso(end)})")
     matcher = compile_pattern(pattern)
     c = conn()
-    candidates = select(q.SERIES.c.id, q.SERIES.c.device_id, q.SERIES.c.key).where(
+    candidates = select(q.SERIES.c.id, q.SERIES.c.device_id, q.SERIES.c.key, q.SERIES.c.last_value).where(
         q.SERIES.c.key.like(q.like(pattern), escape="!")
     )
     if (ranged := q.key_prefix(pattern, c.dialect.name)) is not None:
@@ -68,12 +68,16 @@ def query() -> Response:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
     series = [
-        (sid, device, key)
-        for sid, device, key in c.execute(candidates)
+        (sid, device, key, last)
+        for sid, device, key, last in c.execute(candidates)
         if matcher.fullmatch(key) and fnmatch.fnmatchcase(device, glob) and (allowed is None or device in allowed)
     ]
+    if window:
+        values = _window(c, [(sid, device, key) for sid, device, key, _last in series], start, end)
+    else:  # the latest values came with the candidates (series.last_value)
+        values = [(sid, device, key, v, v, v, 1) for sid, device, key, v in series if v is not None]
     per_device: dict[str, list[tuple[str, float, float, float, int]]] = {}
-    for _sid, device, key, lo, hi, total, count in _values(c, series, window, start, end):
+    for _sid, device, key, lo, hi, total, count in values:
         if count:
             per_device.setdefault(device, []).append((key, lo, hi, total, count))
     results = [_combine(device, items, agg) for device, items in per_device.items()]
@@ -89,22 +93,15 @@ def query() -> Response:
     return jsonify(body)
 
 
-def _values(c: Any, series: list[tuple[int, str, str]], window: bool, start: int, end: int) -> list[tuple[Any, ...]]:
-    """(id, device, key, min, max, sum, count) per series: of its latest value, or of its window's samples."""
+def _window(c: Any, series: list[tuple[int, str, str]], start: int, end: int) -> list[tuple[Any, ...]]:
+    """(id, device, key, min, max, sum, count) per series over its samples in [start, end]."""
     out: list[tuple[Any, ...]] = []
     ids = {sid: (device, key) for sid, device, key in series}
     for chunk in [list(ids)[i : i + 500] for i in range(0, len(ids), 500)]:
-        if not window:
-            rows = c.execute(select(q.SERIES.c.id, q.SERIES.c.last_value.label("v")).where(q.SERIES.c.id.in_(chunk)))
-            for sid, value in rows:
-                if value is not None:
-                    out.append((sid, *ids[sid], value, value, value, 1))
-            continue
         s = q.raw_rows(chunk, start, end, c.dialect.name)
         rows = c.execute(
-            select(
-                s.c.series_id, func.min(s.c.value), func.max(s.c.value), func.sum(s.c.value), func.count(s.c.value)
-            ).group_by(s.c.series_id)
+            select(s.c.series_id, func.min(s.c.value), func.max(s.c.value), func.sum(s.c.value), func.count(s.c.value))
+            .group_by(s.c.series_id)
         )
         for sid, lo, hi, total, count in rows:
             out.append((sid, *ids[sid], lo, hi, total, count))
