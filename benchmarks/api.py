@@ -207,7 +207,7 @@ def main() -> None:
             pattern = "disk-usage-*-percent"
             rows = conn.execute(
                 select(q.SERIES.c.id, q.SERIES.c.device_id, q.SERIES.c.last_value).where(
-                    q.SERIES.c.key.like(q.like(pattern), escape="!")
+                    q.SERIES.c.key.like(q.like(pattern), escape="!"), q.key_prefix(pattern, "sqlite")
                 )
             ).all()
             best: dict[str, float] = {}
