@@ -100,8 +100,9 @@ def _window(c: Any, series: list[tuple[int, str, str]], start: int, end: int) ->
     for chunk in [list(ids)[i : i + 500] for i in range(0, len(ids), 500)]:
         s = q.raw_rows(chunk, start, end, c.dialect.name)
         rows = c.execute(
-            select(s.c.series_id, func.min(s.c.value), func.max(s.c.value), func.sum(s.c.value), func.count(s.c.value))
-            .group_by(s.c.series_id)
+            select(
+                s.c.series_id, func.min(s.c.value), func.max(s.c.value), func.sum(s.c.value), func.count(s.c.value)
+            ).group_by(s.c.series_id)
         )
         for sid, lo, hi, total, count in rows:
             out.append((sid, *ids[sid], lo, hi, total, count))
