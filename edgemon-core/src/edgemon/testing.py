@@ -4,15 +4,16 @@ Two fixtures, available in any project that has edgemon-core and pytest installe
 
     def test_my_collector(edgemon_plugin):
         plugin = edgemon_plugin(my_plugin, "mine", {"threshold": 5})
-        tree = plugin.collect()           # its sub-tree, checked by the agent's own payload rules
+        tree = plugin.collect()  # its sub-tree, checked by the agent's own payload rules
         assert tree["mine"]["temp_c"] > 0
-        payload = plugin.payload()        # a whole payload, validated against the protocol's schema
-        units = plugin.metadata()         # key pattern -> Metric (unit, kind, headline)
+        payload = plugin.payload()  # a whole payload, validated against the protocol's schema
+        units = plugin.metadata()  # key pattern -> Metric (unit, kind, headline)
+
 
     def test_my_rule_waits_for_its_dwell(edgemon_plugin, edgemon_clock):
         plugin = edgemon_plugin(my_plugin, "mine")
         hot = {"mine": {"temp_c": 99}}
-        assert [a["state"] for a in plugin.alerts(hot)] == ["pending"]   # its for_s has not passed
+        assert [a["state"] for a in plugin.alerts(hot)] == ["pending"]  # its for_s has not passed
         edgemon_clock.advance(60)
         assert [a["state"] for a in plugin.alerts(hot)] == ["firing"]
 
