@@ -22,17 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from edgemon_server import migrations
 from edgemon_server.db import Payload, make_engine
 from tests.fleet import SAMPLES_PER_PAYLOAD, START, Fleet
-from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env
+from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env, temporary_pg_database
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 
@@ -125,21 +124,12 @@ def main() -> None:
                 f"lag p50 {lite['lag_p50_ms']:.0f} ms, p99 {lite['lag_p99_ms']:.0f} ms "
                 f"({lite['payloads']:,} payloads from {args.devices} devices)"
             )
-            name = f"edgemon_bench_{uuid.uuid4().hex[:8]}"
-            admin = make_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                pg = end_to_end(
-                    args.pg_url.rsplit("/", 1)[0] + "/" + name, broker, pki, args.devices, args.payloads, "pg"
-                )
-                print(
-                    f"end to end, PostgreSQL: {pg['rows_per_s']:,.0f} rows/s ({pg['payloads_per_s']:,.0f} payloads/s); "
-                    f"lag p50 {pg['lag_p50_ms']:.0f} ms, p99 {pg['lag_p99_ms']:.0f} ms"
-                )
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            with temporary_pg_database(args.pg_url, "edgemon_bench") as pg_url:
+                pg = end_to_end(pg_url, broker, pki, args.devices, args.payloads, "pg")
+            print(
+                f"end to end, PostgreSQL: {pg['rows_per_s']:,.0f} rows/s ({pg['payloads_per_s']:,.0f} payloads/s); "
+                f"lag p50 {pg['lag_p50_ms']:.0f} ms, p99 {pg['lag_p99_ms']:.0f} ms"
+            )
         finally:
             broker.stop()
 

@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from edgemon_server.config import Retention
 from edgemon_server.db import make_engine
 from edgemon_server.store import Message, Store
 from tests.fleet import payload
+from tests.harness import temporary_pg_database
 
 
 def fill(engine: Engine, devices: int, payloads: int) -> tuple[int, float]:
@@ -107,12 +107,8 @@ def main() -> None:
 
         measure("sqlite", engine, sqlite_size, args.devices, args.payloads, 30)
         engine.dispose()
-    name = f"edgemon_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        engine = make_engine(args.pg_url.rsplit("/", 1)[0] + "/" + name)
+    with temporary_pg_database(args.pg_url, "edgemon_bench") as url:
+        engine = make_engine(url)
 
         def pg_size() -> int:
             with engine.connect() as conn:
@@ -121,10 +117,6 @@ def main() -> None:
 
         measure("postgresql", engine, pg_size, args.devices, args.payloads, 40)
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

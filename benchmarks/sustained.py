@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from edgemon_server import migrations, partitions
 from edgemon_server.db import Payload, make_engine
 from edgemon_server.store import Message, Store
 from tests.fleet import SAMPLES_PER_PAYLOAD, Fleet, payload
-from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env, free_port
+from tests.harness import COLLECTOR_CN, Mosquitto, Pki, collector_process_env, free_port, temporary_pg_database
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -347,15 +346,8 @@ def main() -> None:
                 if kind == "sqlite":
                     report(run(kind, f"sqlite:///{work}/sustained.db", broker, pki, args))
                     continue
-                name = f"edgemon_sustained_{uuid.uuid4().hex[:8]}"
-                admin = make_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
-                try:
-                    report(run(kind, args.pg_url.rsplit("/", 1)[0] + "/" + name, broker, pki, args))
-                finally:
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                with temporary_pg_database(args.pg_url, "edgemon_sustained") as url:
+                    report(run(kind, url, broker, pki, args))
         finally:
             broker.stop()
 

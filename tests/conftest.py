@@ -22,6 +22,20 @@ from edgemon.agent import Agent
 from edgemon.plugins import make_plugin_manager
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (the generators: their tests compare files with their output)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 AGENT_BIN = Path(sys.executable).parent / "edgemon-agent"
 TEST_SITE = REPO / "var" / "test-plugins"
 """The example third-party plugin, installed here for the tests only (``make test``), never into the venv."""

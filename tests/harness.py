@@ -22,6 +22,9 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,3 +324,20 @@ def wait(predicate: Any, timeout: float, step: float = 0.2) -> Any:
             return value
         time.sleep(step)
     return predicate()
+
+
+@contextmanager
+def temporary_pg_database(admin_url: str, prefix: str = "edgemon_t") -> Iterator[str]:
+    """A fresh PostgreSQL database next to ``admin_url``'s, dropped afterwards (its connections too)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

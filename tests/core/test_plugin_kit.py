@@ -83,16 +83,10 @@ def test_the_fake_clock_moves_only_when_told(edgemon_clock):
 
 
 def test_docs_plugins_md_is_generated_from_the_hookspecs():
-    import importlib.util
-
     from edgemon import hookspecs
-    from tests.conftest import REPO
+    from tests.conftest import REPO, load_script
 
-    spec = importlib.util.spec_from_file_location("gen_plugins_doc", REPO / "scripts" / "gen_plugins_doc.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("gen_plugins_doc")
     written = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     assert written == module.render(), "out of date: run `python scripts/gen_plugins_doc.py`"
     for name in dir(hookspecs):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 from typing import Any
@@ -11,22 +10,13 @@ from typing import Any
 import pytest
 
 from edgemon_protocol import commands, topics
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 THING = "press-17"
 OTHER = "press-18"
 
 
-def generator() -> Any:
-    spec = importlib.util.spec_from_file_location("gen_aws", REPO / "scripts" / "gen_aws.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = generator()
+GEN = load_script("gen_aws")
 
 
 def policy(name: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from edgemon_server.db import Base, make_engine
 from edgemon_server.gaps import GapTracker
 from edgemon_server.store import Store
 from tests.conftest import broker_env, json_lines
+from tests.harness import temporary_pg_database
 from tests.server.notifying import receiver  # noqa: F401 - the local HTTP receiver fixture of notification tests
 
 SERVER_BIN = Path(sys.executable).parent / "edgemon-server"
@@ -28,16 +28,8 @@ PG_ADMIN = os.environ.get("EDGEMON_TEST_PG", "postgresql+psycopg://postgres@127.
 
 def _pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"edgemon_t_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_pg_database(PG_ADMIN) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

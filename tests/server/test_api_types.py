@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from edgemon_server.openapi import document
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 
 def test_the_dashboard_types_are_generated_from_the_openapi_document():
-    spec = importlib.util.spec_from_file_location("gen_api_types", REPO / "scripts" / "gen_api_types.py")
-    assert spec is not None
-    assert spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_script("gen_api_types")
     written = (REPO / "frontend" / "src" / "api-types.ts").read_text(encoding="utf-8")
     assert written == gen.render(document()), "out of date: run `python scripts/gen_api_types.py`"
     assert "export type DeviceSummary" in written

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("gen_reference", REPO / "scripts" / "gen_reference.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_reference")
 
 
 def test_the_reference_is_up_to_date():

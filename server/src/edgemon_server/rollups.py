@@ -116,12 +116,17 @@ def cursor(conn: Connection, tier: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def roll_forward(engine: Engine, now_ms: int, budget_s: float = 5.0) -> int:
-    """Roll every tier up to ``ROLL_DELAY_MS`` ago, a few buckets per transaction; the buckets done."""
+def roll_forward(engine: Engine, now_ms: int, budget_s: float = 5.0, series: Sequence[int] | None = None) -> int:
+    """Roll every tier up to ``ROLL_DELAY_MS`` ago, a few buckets per transaction; the buckets done.
+
+    ``series``: every series id, read once a round by :func:`maintain` (a series created meanwhile
+    has no older samples); read here when not given.
+    """
     done = 0
     deadline = time.monotonic() + budget_s
-    with engine.connect() as conn:
-        series = _all_series(conn)  # once a round (a series created meanwhile has no older samples)
+    if series is None:
+        with engine.connect() as conn:
+            series = _all_series(conn)
     for tier, (table, width) in TIERS.items():
         upto = bucket_of(now_ms - ROLL_DELAY_MS, width)
         while time.monotonic() < deadline:
@@ -180,7 +185,9 @@ def recompute_dirty(engine: Engine, limit: int = 200) -> int:
         return len(marks)
 
 
-def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s: float = 5.0) -> dict[str, int]:
+def apply_retention(
+    engine: Engine, retention: Retention, now_ms: int, budget_s: float = 5.0, series: Sequence[int] | None = None
+) -> dict[str, int]:
     """Delete what is older than each horizon, in short transactions; the rows deleted per table.
 
     Raw samples go only where the 1-hour tier has rolled past them and no dirty mark remains before
@@ -189,7 +196,8 @@ def apply_retention(engine: Engine, retention: Retention, now_ms: int, budget_s:
     deleted = {"samples": 0, "payloads": 0, "chunks": 0, "rollups_5m": 0, "rollups_1h": 0, "vacuumed_pages": 0}
     deadline = time.monotonic() + budget_s
     with engine.connect() as conn:
-        series = _all_series(conn)
+        if series is None:
+            series = _all_series(conn)
         rolled = min((cursor(conn, tier) or 0) for tier in TIERS)
         oldest_dirty = conn.execute(select(func.min(DIRTY.c.bucket))).scalar()
     horizons: list[tuple[str, Any, int]] = []
@@ -249,11 +257,13 @@ def incremental_vacuum(engine: Engine, deadline: float) -> int:
 def maintain(engine: Engine, retention: Retention, now_ms: int | None = None) -> dict[str, int]:
     """One round: late buckets, then roll forward, then retention; what it did."""
     now_ms = round(time.time() * 1000) if now_ms is None else now_ms
-    report = {"dirty": recompute_dirty(engine), "rolled": roll_forward(engine, now_ms)}
     with engine.connect() as conn:
-        rolled, series = cursor(conn, "1h"), _all_series(conn)
+        series = _all_series(conn)  # once a round, for every step
+    report = {"dirty": recompute_dirty(engine), "rolled": roll_forward(engine, now_ms, series=series)}
+    with engine.connect() as conn:
+        rolled = cursor(conn, "1h")
     report["packed_hours"] = chunks.compact(engine, now_ms, rolled, series)
-    report.update(apply_retention(engine, retention, now_ms))
+    report.update(apply_retention(engine, retention, now_ms, series=series))
     return report
 
 
